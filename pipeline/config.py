@@ -1,0 +1,230 @@
+"""The only reader of ``params.yaml``.
+
+Every stage, the Airflow DAG and the tests get their settings from ``load()``,
+which turns the YAML into frozen dataclasses and refuses an unknown key, a
+wrong type or an out-of-range value *before* any work starts. The error names
+the key (``params.yaml: train.learning_rate: ...``) because a typo that is
+silently ignored costs a whole training run.
+
+Default paths of every stage's inputs and outputs live here too, so stages,
+``dvc.yaml`` and tests agree on one layout; stage functions still take paths
+as arguments so tests never need to ``chdir``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Literal
+
+import yaml
+from pydantic import ConfigDict, Field, Strict, ValidationError, model_validator
+from pydantic.dataclasses import dataclass
+
+PARAMS_FILE = Path("params.yaml")
+MIRROR_ENV = "DATA_MIRROR_DIR"
+
+# Default layout, relative to the repository root (where dvc runs stages).
+RAW_DIR = Path("data/raw")
+SPLIT_DIR = Path("data/split")
+VALIDATION_DOCS_DIR = Path("reports/validation")
+VALIDATION_METRICS = Path("metrics/validate.json")
+MODELS_DIR = Path("models")
+TRAIN_LOG_DIR = Path("metrics/train")
+EVAL_METRICS = Path("metrics/evaluate.json")
+CONFUSION_DIR = Path("reports/confusion")
+REPORT_FILE = Path("reports/report.md")
+CHAMPION_DIR = Path("models/best")
+RUNTIME_DIR = Path("metrics/runtime")
+
+FILE_ROLES = ("train_images", "train_labels", "test_images", "test_labels")
+
+# Lax at the container level (YAML lists become tuples) but strict for scalars:
+# "0.001" or 1 where a float or bool belongs is a mistake worth stopping for.
+_STRICT = ConfigDict(extra="forbid", frozen=True)
+Int = Annotated[int, Strict()]
+Float = Annotated[float, Strict()]
+Bool = Annotated[bool, Strict()]
+Str = Annotated[str, Strict()]
+
+PositiveInt = Annotated[int, Strict(), Field(gt=0)]
+NonNegInt = Annotated[int, Strict(), Field(ge=0)]
+Share = Annotated[float, Strict(), Field(ge=0.0, le=1.0)]
+Sha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+
+
+class ConfigError(ValueError):
+    """params.yaml is unusable; the message is one line naming the key."""
+
+
+@dataclass(config=_STRICT)
+class FetchConfig:
+    dataset: Str
+    mirror_dir: Str | None = None
+    retries: PositiveInt = 3
+    backoff_s: Annotated[float, Strict(), Field(ge=0.0)] = 2.0
+    timeout_s: Annotated[float, Strict(), Field(gt=0.0)] = 60.0
+
+
+@dataclass(config=_STRICT)
+class DatasetConfig:
+    mirrors: tuple[str, ...]
+    files: dict[Literal["train_images", "train_labels", "test_images", "test_labels"],
+                tuple[str, Sha256]]
+    train_count: PositiveInt
+    test_count: PositiveInt
+    image_shape: tuple[PositiveInt, PositiveInt]
+    num_classes: Annotated[int, Strict(), Field(ge=2, le=256)] = 10
+
+    @model_validator(mode="after")
+    def _all_roles(self):
+        missing = [r for r in FILE_ROLES if r not in self.files]
+        if missing:
+            raise ValueError(f"files is missing {', '.join(missing)}")
+        return self
+
+    def file_name(self, role: str) -> str:
+        return self.files[role][0]
+
+    def sha256(self, role: str) -> str:
+        return self.files[role][1]
+
+
+@dataclass(config=_STRICT)
+class ValidateConfig:
+    class_share_min: Share = 0.07
+    class_share_max: Share = 0.13
+    max_duplicate_share: Share = 0.001
+    pixel_min: Annotated[int, Strict(), Field(ge=0, le=255)] = 0
+    pixel_max: Annotated[int, Strict(), Field(ge=0, le=255)] = 255
+
+    @model_validator(mode="after")
+    def _ordered(self):
+        if self.class_share_min > self.class_share_max:
+            raise ValueError("class_share_min is above class_share_max")
+        if self.pixel_min > self.pixel_max:
+            raise ValueError("pixel_min is above pixel_max")
+        return self
+
+
+@dataclass(config=_STRICT)
+class SplitConfig:
+    method: Literal["head", "stratified"] = "head"
+    val_size: PositiveInt = 5000
+    seed: NonNegInt = 42
+
+
+@dataclass(config=_STRICT)
+class TrainConfig:
+    seed: NonNegInt = 42
+    batch_size: PositiveInt = 100
+    epochs: PositiveInt = 20
+    learning_rate: Annotated[float, Strict(), Field(gt=0.0, le=1.0)] = 0.001
+    lr_schedule: Literal["constant", "cosine"] = "cosine"
+    lr_final_ratio: Share = 0.01
+    warmup_steps: NonNegInt = 0
+    clipnorm: Annotated[float, Strict(), Field(ge=0.0)] = 0.0
+    validate_every_steps: PositiveInt = 550
+    early_stop_steps: PositiveInt = 2000
+    max_train_samples: NonNegInt = 0
+
+
+@dataclass(config=_STRICT)
+class ModelConfig:
+    cell: Literal["simple_rnn", "lstm", "gru"]
+    units: PositiveInt = 100
+    layers: Annotated[int, Strict(), Field(ge=1, le=16)] = 3
+    activation: Literal["tanh", "relu"] = "tanh"
+    head: Literal["all_states", "last"] = "last"
+    bidirectional: Bool = False
+    merge: Literal["add", "concat"] = "add"
+    dropout: Annotated[float, Strict(), Field(ge=0.0, lt=1.0)] = 0.0
+
+
+@dataclass(config=_STRICT)
+class ReferenceResult:
+    val_accuracy: Share
+    test_accuracy: Share
+    wall_time_s: Annotated[float, Strict(), Field(ge=0.0)]
+
+
+@dataclass(config=_STRICT)
+class EvaluateConfig:
+    batch_size: PositiveInt = 1000
+    throughput_repeats: PositiveInt = 3
+    reference: dict[str, ReferenceResult] = Field(default_factory=dict)
+
+
+@dataclass(config=_STRICT)
+class PublishConfig:
+    champion_margin: Share = 0.0005
+    record_branch: Str = "pipeline-runs"
+    remote: Str = "storage"
+
+
+@dataclass(config=_STRICT)
+class Params:
+    fetch: FetchConfig
+    datasets: dict[str, DatasetConfig]
+    validate: ValidateConfig
+    split: SplitConfig
+    train: TrainConfig
+    models: dict[Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$")], ModelConfig]
+    evaluate: EvaluateConfig
+    publish: PublishConfig
+
+    @model_validator(mode="after")
+    def _cross_checks(self):
+        if self.fetch.dataset not in self.datasets:
+            raise ValueError(
+                f"fetch.dataset: {self.fetch.dataset!r} is not one of datasets "
+                f"({', '.join(sorted(self.datasets))})")
+        if not self.models:
+            raise ValueError("models: at least one model is needed")
+        if self.split.val_size >= self.dataset.train_count:
+            raise ValueError("split.val_size: must be below the dataset's train_count")
+        return self
+
+    @property
+    def dataset(self) -> DatasetConfig:
+        return self.datasets[self.fetch.dataset]
+
+    def mirror_dir(self) -> Path | None:
+        """The local mirror: DATA_MIRROR_DIR wins over fetch.mirror_dir."""
+        value = os.environ.get(MIRROR_ENV) or self.fetch.mirror_dir
+        return Path(value) if value else None
+
+
+def _format_error(err: ValidationError, source: Path) -> str:
+    first = err.errors()[0]
+    key = ".".join(str(p) for p in first["loc"])
+    msg = first["msg"].removeprefix("Value error, ")
+    if first["type"] in ("extra_forbidden", "unexpected_keyword_argument"):
+        msg = "unknown key"
+    elif first["type"] == "missing":
+        msg = "required key is missing"
+    more = f" (and {len(err.errors()) - 1} more)" if len(err.errors()) > 1 else ""
+    return f"{source}: {key + ': ' if key else ''}{msg}{more}"
+
+
+def parse(raw: object, source: Path = PARAMS_FILE) -> Params:
+    """Check a parsed YAML mapping; raise ConfigError naming the bad key."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: expected a mapping of sections at the top level")
+    try:
+        return Params(**raw)
+    except TypeError as exc:  # unknown/missing top-level section
+        raise ConfigError(f"{source}: {exc}") from None
+    except ValidationError as exc:
+        raise ConfigError(_format_error(exc, source)) from None
+
+
+def load(path: Path | str = PARAMS_FILE) -> Params:
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: file not found") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    return parse(raw, path)

@@ -1,0 +1,226 @@
+"""Stage ``train@<model>``: train one classifier, keep its best checkpoint.
+
+Params: ``train`` (shared protocol) and ``models.<model>`` (architecture).
+Input: ``data/split/``.
+Outputs: ``models/checkpoints/<model>.keras`` (best validation accuracy; a
+persistent DVC output), ``metrics/train/<model>/`` (dvclive: per-check
+metrics, curves, and a summary with the best validation accuracy, the check it
+came from, wall time and parameter count).
+
+The protocol is the tutorial's (Adam, batch 100, best-validation checkpoint,
+early stop after ``early_stop_steps`` steps without a better validation
+accuracy) with two deliberate knobs: validation runs every
+``validate_every_steps`` instead of every 10 steps (Keras "virtual epochs"), and
+the learning rate can decay (cosine) so the last epochs refine instead of
+bouncing around the optimum.
+
+A checkpoint is only ever replaced by a *finished* run: training writes to
+``tmp/train/<model>/`` and the new file is moved into place at the end. A killed
+run leaves the old checkpoint as it was; the next run resumes from Keras'
+``BackupAndRestore`` state when the params and data are unchanged, and starts
+over when they are not.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import shutil
+import sys
+import time
+from pathlib import Path
+
+from pipeline import config, runtime, split
+from pipeline.runtime import StageError
+
+log = logging.getLogger("pipeline.train")
+WORK_ROOT = Path("tmp/train")
+
+
+def schedule(cfg: config.TrainConfig, total_steps: int):
+    """Adam's learning rate: the tutorial's constant, or warm-up + cosine decay."""
+    import keras
+
+    if cfg.lr_schedule == "constant":
+        return cfg.learning_rate
+    decay_steps = max(1, total_steps - cfg.warmup_steps)
+    if cfg.warmup_steps:
+        return keras.optimizers.schedules.CosineDecay(
+            0.0, decay_steps, alpha=cfg.lr_final_ratio,
+            warmup_target=cfg.learning_rate, warmup_steps=cfg.warmup_steps)
+    return keras.optimizers.schedules.CosineDecay(
+        cfg.learning_rate, decay_steps, alpha=cfg.lr_final_ratio)
+
+
+def plan(cfg: config.TrainConfig, n_train: int) -> dict:
+    """Steps, validation checks and early-stop patience for ``n_train`` images."""
+    steps_per_epoch = math.ceil(n_train / cfg.batch_size)
+    total_steps = cfg.epochs * steps_per_epoch
+    every = min(cfg.validate_every_steps, total_steps)
+    return {"steps_per_epoch": steps_per_epoch, "total_steps": total_steps,
+            "steps_per_check": every, "checks": math.ceil(total_steps / every),
+            # "no better val accuracy for early_stop_steps steps", in checks
+            "patience": math.ceil(cfg.early_stop_steps / every)}
+
+
+def fingerprint(name: str, params: config.Params, split_dir: Path) -> str:
+    """What a resumable state must match: this model's params and the data."""
+    h = hashlib.sha256(repr((params.train, params.models[name])).encode())
+    for part in ("train", "val"):
+        h.update((Path(split_dir) / f"{part}.npz").read_bytes())
+    return h.hexdigest()
+
+
+def _dataset(x, y, cfg: config.TrainConfig):
+    import tensorflow as tf
+
+    ds = tf.data.Dataset.from_tensor_slices((x, y))
+    ds = ds.shuffle(len(x), seed=cfg.seed, reshuffle_each_iteration=True)
+    ds = ds.batch(cfg.batch_size).repeat()
+    ds = ds.map(lambda a, b: (tf.cast(a, tf.float32), b))  # uint8 pixels -> float
+    return ds.prefetch(2)
+
+
+class _BestTracker:
+    """Remembers the best val accuracy across a resume (Keras callbacks don't)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        state = json.loads(path.read_text()) if path.exists() else {}
+        self.best = state.get("best_val_accuracy")
+        self.best_check = state.get("best_check")
+        self.elapsed_s = state.get("elapsed_s", 0.0)
+        self.last_check = state.get("last_check", 0)
+
+    def update(self, check: int, val_acc: float, elapsed_s: float) -> None:
+        if self.best is None or val_acc > self.best:
+            self.best, self.best_check = val_acc, check
+        self.elapsed_s, self.last_check = elapsed_s, check
+        runtime.write_json(self.path, {"best_val_accuracy": self.best, "last_check": check,
+                                       "best_check": self.best_check, "elapsed_s": elapsed_s})
+
+
+def run(name: str, params: config.Params, split_dir: Path = config.SPLIT_DIR,
+        checkpoint: Path | None = None, log_dir: Path | None = None,
+        work_dir: Path | None = None) -> dict:
+    if name not in params.models:
+        raise StageError(f"params.yaml: models.{name}: no such model "
+                         f"(have {', '.join(params.models)})")
+    checkpoint = Path(checkpoint or config.MODELS_DIR / "checkpoints" / f"{name}.keras")
+    log_dir = Path(log_dir or config.TRAIN_LOG_DIR / name)
+    work = Path(work_dir or WORK_ROOT / name)
+
+    import keras
+    import tensorflow as tf
+    from dvclive import Live
+    from dvclive.keras import DVCLiveCallback
+
+    from pipeline import model as model_lib
+
+    cfg, mcfg = params.train, params.models[name]
+    x_train, y_train = split.load(split_dir, "train")
+    x_val, y_val = split.load(split_dir, "val")
+    if cfg.max_train_samples:
+        x_train, y_train = x_train[: cfg.max_train_samples], y_train[: cfg.max_train_samples]
+    p = plan(cfg, len(x_train))
+
+    # A leftover state from other params or data cannot be resumed: start over.
+    stamp = fingerprint(name, params, split_dir)
+    stamp_file = work / "fingerprint"
+    if work.exists() and (not stamp_file.exists() or stamp_file.read_text() != stamp):
+        log.info("train@%s: discarding an interrupted run made with other params/data", name)
+        shutil.rmtree(work)
+    resuming = (work / "backup").exists()
+    work.mkdir(parents=True, exist_ok=True)
+    stamp_file.write_text(stamp)
+    if not resuming:
+        shutil.rmtree(log_dir, ignore_errors=True)
+
+    keras.utils.set_random_seed(cfg.seed)
+    tf.config.experimental.enable_op_determinism()  # same params -> same metrics
+
+    net = model_lib.build(mcfg, params.dataset.image_shape, params.dataset.num_classes, name)
+    optimizer = keras.optimizers.Adam(schedule(cfg, p["total_steps"]),
+                                      clipnorm=cfg.clipnorm or None)
+    net.compile(optimizer=optimizer,
+                loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")])
+    if not resuming:
+        net.summary(print_fn=lambda line, **_: log.info(line))
+    log.info("train@%s: x_train %s, x_val %s, %s%s", name, x_train.shape, x_val.shape, p,
+             " (resuming)" if resuming else "")
+
+    tracker = _BestTracker(work / "best.json")
+    work_ckpt = work / "best.keras"
+    started = time.perf_counter()
+
+    class _Track(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            tracker.update(epoch + 1, float(logs["val_accuracy"]),
+                           tracker_base + time.perf_counter() - started)
+
+    tracker_base = tracker.elapsed_s
+    live = Live(dir=str(log_dir), resume=resuming, save_dvc_exp=False, dvcyaml=None,
+                report=None)
+    callbacks = [
+        keras.callbacks.TerminateOnNaN(),
+        # Order matters: the tracker and checkpoint see an epoch before the backup
+        # records it as done, so a kill in between replays that epoch.
+        keras.callbacks.ModelCheckpoint(
+            work_ckpt, monitor="val_accuracy", mode="max", save_best_only=True,
+            initial_value_threshold=tracker.best),
+        _Track(),
+        keras.callbacks.EarlyStopping(monitor="val_accuracy", mode="max",
+                                      patience=p["patience"]),
+        keras.callbacks.BackupAndRestore(str(work / "backup")),
+        DVCLiveCallback(live=live),
+    ]
+    history = net.fit(
+        _dataset(x_train, y_train, cfg), epochs=p["checks"], steps_per_epoch=p["steps_per_check"],
+        validation_data=(x_val.astype("float32"), y_val), validation_batch_size=1000,
+        callbacks=callbacks, verbose=1 if sys.stderr.isatty() else 2)
+
+    losses = history.history.get("loss", [])
+    if losses and not all(math.isfinite(v) for v in losses):
+        live.end()
+        raise StageError(f"train@{name}: training diverged (loss became NaN); "
+                         f"{checkpoint} was left as it was")
+    if not work_ckpt.exists():
+        raise StageError(f"train@{name}: no checkpoint was written; {checkpoint} left as it was")
+
+    checks_run = tracker.last_check
+    summary = {
+        "best_val_accuracy": round(tracker.best, 6),
+        "best_check": tracker.best_check,
+        "best_epoch": round(tracker.best_check * p["steps_per_check"] / p["steps_per_epoch"], 2),
+        "best_step": tracker.best_check * p["steps_per_check"],
+        "checks_run": checks_run,
+        "early_stopped": checks_run < p["checks"],
+        "wall_time_s": round(tracker.elapsed_s, 1),
+        "params": int(net.count_params()),
+    }
+    live.summary.update(summary)
+    live.make_summary()
+    live.end()
+
+    checkpoint.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(work_ckpt, work / "final.keras")
+    (work / "final.keras").replace(checkpoint)  # atomic: same filesystem
+    shutil.rmtree(work)
+    log.info("train@%s: best val accuracy %.4f at check %d; %s written", name,
+             tracker.best, tracker.best_check, checkpoint)
+    return summary
+
+
+def main() -> None:
+    if len(sys.argv) != 2:
+        sys.exit("usage: python -m pipeline.train <model name from params.yaml>")
+    name = sys.argv[1]
+    runtime.stage_main(f"train@{name}", lambda: run(name, config.load()),
+                       record_as=f"train-{name}")
+
+
+if __name__ == "__main__":
+    main()

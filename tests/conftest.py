@@ -1,0 +1,98 @@
+"""Shared test set-up."""
+
+import sys
+from pathlib import Path
+
+# `pytest` run as a script (not `python -m pytest`) does not put the repository
+# root on sys.path, so `import pipeline` would fail without this.
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import os
+import shutil
+import subprocess
+
+import pytest
+
+TINY_PARAMS = ROOT / "tests" / "fixtures" / "params-tiny.yaml"
+FIXTURE_DIR = ROOT / "tests" / "fixtures" / "mnist-tiny"
+# What a project checkout needs to run the pipeline (code, stages, fixture).
+PROJECT_FILES = ("dvc.yaml", "pipeline", "dags", "tests/fixtures", "pytest.ini")
+
+
+def tool_env(**extra: str) -> dict:
+    """Environment for subprocesses: this venv first, no network, quiet TF."""
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env.update(TF_CPP_MIN_LOG_LEVEL="2", GX_ANALYTICS_ENABLED="false",
+               DVC_NO_ANALYTICS="1", PYTHONPATH="")
+    env.pop("DATA_MIRROR_DIR", None)
+    env.setdefault("GIT_AUTHOR_NAME", "test"), env.setdefault("GIT_AUTHOR_EMAIL", "test@localhost")
+    env.setdefault("GIT_COMMITTER_NAME", "test"), env.setdefault("GIT_COMMITTER_EMAIL", "test@localhost")
+    env.update(extra)
+    return env
+
+
+def sh(*cmd: str, cwd: Path, check: bool = True, **env: str) -> subprocess.CompletedProcess:
+    """Run a command in ``cwd``; on failure show its output in the assertion."""
+    proc = subprocess.run(cmd, cwd=cwd, env=tool_env(**env), capture_output=True, text=True)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} exited {proc.returncode}\n"
+                             f"--- stdout\n{proc.stdout[-4000:]}\n--- stderr\n{proc.stderr[-4000:]}")
+    return proc
+
+
+def make_project(dest: Path) -> Path:
+    """A fresh git + DVC repository holding this project with the tiny params.
+
+    The DVC remote is a folder beside it, so push/pull work offline.
+    """
+    dest.mkdir(parents=True, exist_ok=True)
+    for rel in PROJECT_FILES:
+        src = ROOT / rel
+        if src.is_dir():
+            shutil.copytree(src, dest / rel, ignore=shutil.ignore_patterns("__pycache__"))
+        elif src.exists():
+            shutil.copy2(src, dest / rel)
+    shutil.copy2(TINY_PARAMS, dest / "params.yaml")
+    shutil.copy2(ROOT / ".gitignore", dest / ".gitignore")
+    sh("git", "init", "-q", "-b", "main", cwd=dest)
+    sh("dvc", "init", "-q", cwd=dest)
+    sh("dvc", "config", "core.analytics", "false", cwd=dest)
+    sh("dvc", "config", "core.autostage", "true", cwd=dest)
+    sh("dvc", "remote", "add", "-d", "storage", str(dest.parent / f"{dest.name}-remote"), cwd=dest)
+    sh("git", "add", "-A", cwd=dest)
+    sh("git", "commit", "-q", "-m", "project", cwd=dest)
+    return dest
+
+
+@pytest.fixture
+def tiny_project(tmp_path) -> Path:
+    """A fresh project repository (not yet reproduced) on the tiny fixture."""
+    return make_project(tmp_path / "project")
+
+
+@pytest.fixture(scope="session")
+def tiny_repro(tmp_path_factory) -> Path:
+    """A project on the tiny fixture after one full `dvc repro`, committed.
+
+    Session-scoped because training four models, even tiny ones, costs ~40 s;
+    tests that change it must copy it first (see ``copy_project``).
+    """
+    project = make_project(tmp_path_factory.mktemp("repro") / "project")
+    sh("dvc", "repro", cwd=project)
+    sh("git", "add", "-A", cwd=project)
+    sh("git", "commit", "-q", "-m", "repro", cwd=project)
+    return project
+
+
+def copy_project(src: Path, dest: Path) -> Path:
+    """A copy of a reproduced project (workspace, git history and DVC cache)."""
+    shutil.copytree(src, dest, symlinks=True)
+    remote = src.parent / f"{src.name}-remote"
+    sh("dvc", "remote", "modify", "--local", "storage", "url", str(dest.parent / f"{dest.name}-remote"),
+       cwd=dest)
+    if remote.exists():
+        shutil.copytree(remote, dest.parent / f"{dest.name}-remote")
+    return dest
