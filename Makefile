@@ -1,6 +1,10 @@
 # Two commands do everything on a fresh machine with Python 3.11:
 #   make repro   - the whole pipeline (fetch ... evaluate), then push to the DVC remote
 #   make test    - the test suite (offline, tiny fixture; `make test-slow` adds full-data runs)
+#   make diff    - what the workspace changed vs REV (default main): reports/diff/report.md
+#                  (docs/pr-report.md; the pull-request workflow posts the same report)
+#   make airflow-standalone / airflow-trigger - the retraining DAG on a local Airflow
+#                  (docs/airflow.md)
 # Both create .venv with pinned versions on first use.
 
 PYTHON ?= python3.11
@@ -17,6 +21,14 @@ export GX_ANALYTICS_ENABLED ?= false
 export DATA_MIRROR_DIR ?= $(if $(wildcard ../shared/data/mnist/*.gz),$(abspath ../shared/data/mnist),)
 
 REV ?= main
+
+# Local Airflow (docs/airflow.md): its SQLite DB, logs and generated admin password
+# live in .airflow/; the DAG folder is this checkout's dags/. TRAINING_SLOTS is the
+# size of the `training` pool: how many models train at once (one training keeps
+# about 1.3 of this machine's 2 cores busy, so 2 fills them).
+AIRFLOW_ENV    := AIRFLOW_HOME=$(abspath .airflow) AIRFLOW__CORE__DAGS_FOLDER=$(abspath dags) \
+                  AIRFLOW__CORE__LOAD_EXAMPLES=False
+TRAINING_SLOTS ?= 2
 
 .PHONY: setup repro test test-slow diff airflow-standalone airflow-trigger lock clean-venv
 
@@ -40,6 +52,18 @@ test-slow: $(STAMP)
 
 diff: $(STAMP)
 	$(BIN)/python -m pipeline.diff --rev $(REV)
+
+airflow-standalone: $(STAMP)
+	$(AIRFLOW_ENV) $(BIN)/airflow db migrate
+	$(AIRFLOW_ENV) $(BIN)/airflow pools set training $(TRAINING_SLOTS) "models that train at once"
+	@echo "Airflow UI: http://localhost:8080 - log in as admin; the password is printed below"
+	@echo "on first start and kept in $(abspath .airflow)/simple_auth_manager_passwords.json.generated"
+	$(AIRFLOW_ENV) $(BIN)/airflow standalone
+
+# Needs `make airflow-standalone` running. Unpausing also turns the weekly schedule on.
+airflow-trigger: $(STAMP)
+	$(AIRFLOW_ENV) $(BIN)/airflow dags unpause retrain
+	$(AIRFLOW_ENV) $(BIN)/airflow dags trigger retrain
 
 lock: $(STAMP)
 	$(BIN)/pip freeze --exclude-editable > constraints.txt

@@ -160,6 +160,17 @@ class PublishConfig:
     champion_margin: Share = 0.0005
     record_branch: Str = "pipeline-runs"
     remote: Str = "storage"
+    champion_dir: Str = "models/champion"
+    git_remote: Str | None = None
+
+    @model_validator(mode="after")
+    def _inside_project(self):
+        path = Path(self.champion_dir)
+        if path.is_absolute() or ".." in path.parts or path == Path("."):
+            raise ValueError("champion_dir: must be a folder inside the project")
+        if path in (CHAMPION_DIR, MODELS_DIR / "checkpoints"):
+            raise ValueError(f"champion_dir: {path} is written by the pipeline; pick another folder")
+        return self
 
 
 @dataclass(config=_STRICT)

@@ -58,14 +58,16 @@ def write_figures(out_dir: Path, curves: dict[str, dict], confusions: dict[str, 
     plt.close(fig)
 
     n = len(confusions)
-    fig, axes = plt.subplots(1, n, figsize=(3.6 * n, 3.6), squeeze=False)
+    fig, axes = plt.subplots(1, n, figsize=(3.6 * n, 4.0), squeeze=False)
     for ax, (name, cm) in zip(axes[0], confusions.items()):
         errors = cm.copy()
         np.fill_diagonal(errors, 0)  # show the mistakes; the diagonal would swamp them
         ax.imshow(errors, cmap="Reds")
         for (i, j), v in np.ndenumerate(cm):
             if v and i != j:
-                ax.text(j, i, str(v), ha="center", va="center", fontsize=6)
+                dark = v > errors.max() / 2
+                ax.text(j, i, str(v), ha="center", va="center", fontsize=6,
+                        color="white" if dark else "black")
         ax.set(title=f"{name}: {int(cm.trace())}/{int(cm.sum())} right", xlabel="predicted",
                ylabel="actual", xticks=range(len(cm)), yticks=range(len(cm)))
         ax.tick_params(labelsize=7)

@@ -1,0 +1,131 @@
+"""Scheduled retraining: the DVC pipeline as an Airflow DAG, then publish the champion.
+
+Scheduling, retries and fan-out only; what each task does is in
+pipeline/orchestrate.py. The DAG's docs are ``retrain()``'s docstring.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+from airflow.sdk import (Asset, ExceptionRetryPolicy, RetryAction, RetryRule, dag,
+                         get_current_context, task)
+
+# The project checkout the tasks run in. Only path arithmetic here: parsing
+# this file reads no file and imports nothing heavy (tests/test_dag.py checks).
+PROJECT_DIR = Path(os.environ.get("PIPELINE_PROJECT_DIR") or Path(__file__).resolve().parent.parent)
+if str(PROJECT_DIR) not in sys.path:
+    sys.path.insert(0, str(PROJECT_DIR))
+
+from pipeline import orchestrate  # noqa: E402  (standard library only at import)
+
+SCHEDULE = os.environ.get("RETRAIN_SCHEDULE", "@weekly")
+POOL = os.environ.get("RETRAIN_POOL", "training")
+TRAIN_TIMEOUT = timedelta(minutes=float(os.environ.get("RETRAIN_TRAIN_TIMEOUT_MIN", "360")))
+
+# Other DAGs can run on a new champion: @dag(schedule=Asset("retrain_champion")).
+CHAMPION = Asset(name="retrain_champion", uri="x-retrain://champion", group="model")
+
+# Data that failed validation or broken params stay broken until a person acts:
+# fail at once. A dead mirror or a busy DVC lock usually clears: retry with
+# back-off. Anything else gets the task's ordinary retries.
+RETRY_POLICY = ExceptionRetryPolicy(rules=[
+    RetryRule(exception=orchestrate.PermanentError, action=RetryAction.FAIL,
+              reason="needs a change to data or params.yaml; not retried"),
+    RetryRule(exception=orchestrate.TransientError, action=RetryAction.RETRY,
+              reason="transient (mirror or DVC lock); retrying with back-off"),
+])
+
+
+def _log_failure(context) -> None:
+    """One line that says what failed and what it means for the run."""
+    ti, exc = context["ti"], context.get("exception")
+    where = ti.task_id + (f"[{ti.map_index}]" if ti.map_index >= 0 else "")
+    first = str(exc).splitlines()[0] if exc else "see the log above"
+    logging.getLogger("retrain").error(
+        "retrain: %s failed for good: %s. Its downstream tasks, publish included, do not run; "
+        "the published champion stays as it was.", where, first)
+
+
+@dag(
+    schedule=None if SCHEDULE.lower() in ("", "none") else SCHEDULE,
+    start_date=datetime(2025, 1, 1, tzinfo=timezone.utc),
+    catchup=False,              # a missed week is not worth three back-to-back retrainings
+    max_active_runs=1,          # runs share one checkout and one dvc.lock
+    tags=["ml", "dvc", "mnist"],
+    default_args={
+        "retries": 3,
+        "retry_delay": timedelta(minutes=2),
+        "retry_exponential_backoff": 2.0,   # 2, 4, 8 minutes ...
+        "max_retry_delay": timedelta(hours=1),
+        "execution_timeout": timedelta(minutes=30),
+        "retry_policy": RETRY_POLICY,
+        "on_failure_callback": _log_failure,
+    },
+)
+def retrain():
+    """
+    ### retrain: the DVC pipeline on a schedule, then publish the champion
+
+    One task per `dvc.yaml` stage, named after it: `fetch` → `validate` → `split`
+    → `train` (mapped: one instance per model in `params.yaml`, shown as
+    `train[<model>]`, i.e. DVC's `train@<model>`) → `evaluate` → `publish`.
+    Each task runs its stage through DVC (`pipeline/orchestrate.py`), so an
+    unchanged stage is skipped and `dvc.lock` records every run; trainings run
+    in isolated DVC workspaces, so several can overlap (pool `training`).
+
+    `publish` replaces the champion (`publish.champion_dir`) only when this run's
+    best model beats it by `publish.champion_margin` on validation accuracy,
+    pushes to the DVC remote, records the run on git branch
+    `publish.record_branch`, and updates the asset `retrain_champion`.
+    If any training or the evaluation fails, `publish` does not run.
+
+    Settings (environment of the scheduler and workers): `RETRAIN_SCHEDULE`
+    (cron or preset, default `@weekly`; `none` = manual only), `RETRAIN_POOL`
+    (default `training`; its size is how many models train at once),
+    `RETRAIN_TRAIN_TIMEOUT_MIN` (default 360), `PIPELINE_PROJECT_DIR` (default:
+    the folder above `dags/`). See docs/airflow.md.
+    """
+    @task
+    def fetch() -> dict:
+        return orchestrate.run_stage(PROJECT_DIR, "fetch")
+
+    @task
+    def validate() -> dict:
+        return orchestrate.run_stage(PROJECT_DIR, "validate")
+
+    @task
+    def split() -> list[str]:
+        """Runs the stage and hands `train` the model list of params.yaml."""
+        orchestrate.run_stage(PROJECT_DIR, "split")
+        return orchestrate.model_names(PROJECT_DIR)
+
+    @task(pool=POOL, execution_timeout=TRAIN_TIMEOUT, retries=2,
+          map_index_template="{{ model }}")
+    def train(model: str) -> dict:
+        get_current_context()["model"] = model  # type: ignore[typeddict-unknown-key]
+        return orchestrate.train(PROJECT_DIR, model)
+
+    @task(execution_timeout=timedelta(hours=1))
+    def evaluate() -> dict:
+        return orchestrate.run_stage(PROJECT_DIR, "evaluate")
+
+    @task(outlets=[CHAMPION])
+    def publish() -> dict:
+        context = get_current_context()
+        summary = orchestrate.publish(PROJECT_DIR, run_id=context["run_id"])
+        context["outlet_events"][CHAMPION].extra = {
+            "decision": summary["decision"], **summary["champion"],
+            "record_commit": summary["record_commit"], "run_id": summary["run_id"]}
+        return summary
+
+    models = split()
+    fetch() >> validate() >> models
+    train.expand(model=models) >> evaluate() >> publish()
+
+
+retrain()

@@ -1,0 +1,367 @@
+"""`pipeline.diff` (make diff), its Markdown, and the pull-request workflow that posts it."""
+
+import importlib.resources
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import jsonschema
+import pytest
+import yaml
+
+from conftest import ROOT, copy_project, sh
+from pipeline import diff, diff_report
+
+WORKFLOWS = ROOT / ".github" / "workflows"
+
+
+# ---------------------------------------------------------------- parsing and formatting
+
+def test_params_diff_rows_say_what_changed():
+    raw = {"params.yaml": {"models.gru.units": {"old": 8, "new": 12, "diff": 4},
+                           "models.gru.cell": {"old": "gru", "new": "lstm"},
+                           "train.warmup_steps": {"old": None, "new": 100},
+                           "train.clipnorm": {"old": 1.0, "new": None}}}
+    rows = {r["param"]: r for r in diff_report.parse_params_diff(raw)}
+    assert rows["models.gru.units"]["change"] == "+4 (+50%)"
+    assert rows["models.gru.cell"]["change"] == "changed"
+    assert rows["train.warmup_steps"]["change"] == "added"
+    assert rows["train.clipnorm"]["change"] == "removed"
+    rows = diff_report.parse_params_diff(raw)
+    table = "\n".join(diff_report.params_table(rows, "main", "workspace"))
+    assert "| `models.gru.units` | `8` | `12` | +4 (+50%) |" in table
+    assert "| `train.warmup_steps` | — | `100` | added |" in table
+
+
+EVALUATE_DIFF = {
+    "champion": {"old": "gru", "new": "lstm"},
+    "models.rnn.test_accuracy": {"old": 0.98, "new": 0.98, "diff": 0.0},
+    "models.rnn.throughput_img_s": {"old": 3000.0, "new": 2500.0, "diff": -500.0},
+    "models.gru.test_accuracy": {"old": 0.13, "new": 0.165, "diff": 0.035},
+    "models.gru.params": {"old": 1866, "new": 3514, "diff": 1648},
+    "models.gru.per_class.2.f1": {"old": 0.0, "new": 0.1538, "diff": 0.1538},
+    "models.gru.per_class.10.f1": {"old": 0.5, "new": 0.5, "diff": 0.0},
+    "models.lstm.test_accuracy": {"old": 0.9, "new": 0.9, "diff": 0.0},
+}
+
+
+def test_models_come_in_params_order_and_only_real_changes_count():
+    pairs = diff_report.metric_pairs({"m": EVALUATE_DIFF})["m"]
+    models = diff_report.model_metrics(pairs, order=["rnn", "lstm", "gru"])
+    assert list(models) == ["rnn", "lstm", "gru"]
+    assert models["gru"]["per_class.2.f1"] == (0.0, 0.1538)
+    # rnn's throughput moved, but it is re-measured on every evaluate run
+    assert diff_report.changed_models(models) == ["gru"]
+    assert diff_report.champion(pairs) == ("gru", "lstm")
+    assert list(diff_report.model_metrics(pairs)) == ["gru", "lstm", "rnn"]  # no order: by name
+
+
+@pytest.mark.parametrize("kind, old, new, value, delta", [
+    ("pct", 0.13, 0.165, "16.50%", "+3.50 pp"),
+    ("pct", 0.98, 0.98, "98.00%", "±0 pp"),
+    ("pct", 0.99, 0.9812, "98.12%", "-0.88 pp"),
+    ("loss", 2.30126, 2.30187, "2.3019", "+0.0006"),
+    ("s", 4.5, 4.7, "4.7 s", "+0.2 s (+4%)"),
+    ("s", 600.0, 75.0, "1 min 15 s", "-525.0 s (-88%)"),
+    ("count", 1866, 3514, "3,514", "+1,648 (+88%)"),
+    ("epoch", 1.0, 1.5, "1.5", "+0.5"),
+    ("rate", 3679.9, 2008.1, "2,008", "-1,672 (-45%)"),
+    ("f1", 0.2822, 0.2745, "0.275", "-0.008"),
+    ("pct", None, 0.9, "90.00%", "new"),
+    ("count", 818, None, "—", "removed"),
+])
+def test_values_and_signed_changes_carry_units(kind, old, new, value, delta):
+    assert diff_report.fmt_value(kind, new) == value
+    assert diff_report.fmt_delta(kind, old, new) == delta
+
+
+def test_headline_table_has_models_as_rows_and_bolds_the_changed():
+    pairs = diff_report.metric_pairs({"m": EVALUATE_DIFF})["m"]
+    models = diff_report.model_metrics(pairs, order=["rnn", "lstm", "gru"])
+    lines = diff_report.headline_table(models, diff_report.ACCURACY, "main", "workspace", ["gru"])
+    assert lines[0].startswith("| model | test acc main | test acc workspace | Δ | val acc main")
+    assert lines[2].startswith("| rnn | 98.00% | 98.00% | ±0 pp |")
+    assert lines[4].startswith("| **gru** | 13.00% | 16.50% | +3.50 pp |")
+    per_class = diff_report.per_class_table(models, ["gru"], "main", "workspace")
+    assert per_class[0] == "| model | 2 | 10 |"  # classes in numeric order
+    assert per_class[4] == "| gru Δ | +0.154 | ±0 |"
+
+
+def _lock(units=8, rnn_md5="a", split_md5="s", cmd="python -m pipeline.evaluate"):
+    return {"schema": "2.0", "stages": {
+        "split": {"cmd": "python -m pipeline.split",
+                  "outs": [{"path": "data/split", "md5": split_md5}]},
+        "train@rnn": {"cmd": "python -m pipeline.train rnn",
+                      "deps": [{"path": "data/split", "md5": split_md5}],
+                      "params": {"params.yaml": {"models.rnn": {"units": units}}},
+                      "outs": [{"path": "models/checkpoints/rnn.keras", "md5": rnn_md5}]},
+        "evaluate": {"cmd": cmd, "deps": [{"path": "models/checkpoints", "md5": rnn_md5}],
+                     "params": {"params.yaml": {"models": {"rnn": {"units": units}}}},
+                     "outs": [{"path": "metrics/evaluate.json", "md5": rnn_md5}]}}}
+
+
+def test_stage_changes_read_from_dvc_lock_say_why():
+    old, new = _lock(), _lock(units=12, rnn_md5="b")
+    changes = diff_report.stage_changes(old, new, head_lock=old)
+    assert [s["stage"] for s in changes["reran"]] == ["train@rnn", "evaluate"]
+    assert changes["unchanged"] == ["split"]
+    train, evaluate = changes["reran"]
+    assert train["why"] == ["params `models.rnn.units`"]
+    assert evaluate["why"] == ["params `models.rnn.units`", "deps `models/checkpoints`"]
+    assert not train["committed"]
+    assert diff_report.stage_changes(old, new, head_lock=new)["reran"][0]["committed"]
+
+    added = _lock(cmd="python -m pipeline.evaluate --fast")
+    added["stages"]["train@gru"] = added["stages"]["train@rnn"]
+    del added["stages"]["split"]
+    changes = diff_report.stage_changes(old, added)
+    assert {s["stage"]: s["why"] for s in changes["reran"]} == {
+        "evaluate": ["command"], "train@gru": ["new stage"]}
+    assert changes["removed"] == ["split"]
+    assert diff_report.stage_changes(None, old)["reran"][0]["why"] == ["new stage"]
+
+
+def test_stale_stages_ignore_missing_data_and_downstream_outputs():
+    # `dvc status --json` on a fresh clone (no data) after editing models.gru
+    # without a rerun, plus a code edit and a changed command.
+    status = {
+        "fetch": [{"changed outs": {"data/raw": "not in cache"}}],
+        "split": [{"changed deps": {"data/raw": "deleted"}}],
+        "train@gru": [{"changed deps": {"data/split": "deleted",
+                                        "params.yaml": {"models.gru": "modified"}}},
+                      {"changed outs": {"models/checkpoints/gru.keras": "not in cache"}}],
+        "train@rnn": [{"changed deps": {"pipeline/model.py": "modified"}}],
+        "evaluate": [{"changed deps": {"models/checkpoints": "modified"}}, "changed command"],
+    }
+    lock = {"stages": {"split": {"outs": [{"path": "data/split"}]},
+                       "train@gru": {"outs": [{"path": "models/checkpoints/gru.keras"}]}}}
+    assert diff_report.stale_stages(status, lock) == {
+        "train@gru": ["params `models.gru`"],
+        "train@rnn": ["`pipeline/model.py` modified"],
+        "evaluate": ["command"]}
+
+
+def _comparison(pairs, params=(), reran=()):
+    return diff_report.Comparison(
+        rev="main", rev_desc="`main`", new_desc="the workspace", params=list(params),
+        pairs=pairs, stages={"reran": [{"stage": s, "why": ["x"], "committed": True}
+                                       for s in reran],
+                             "removed": [], "unchanged": []}, stale={})
+
+
+def test_render_says_when_the_champion_changed():
+    text = diff_report.render(_comparison({"metrics/evaluate.json": diff_report.metric_pairs(
+        {"m": EVALUATE_DIFF})["m"]}, reran=["train@gru", "evaluate"]), "main")
+    assert "**champion changed: gru → lstm**" in text
+    assert "DVC reran `train@gru`, `evaluate`" in text
+    assert "## Per-class F1 (test) of the changed models" in text
+
+
+def test_render_without_changes_says_so_instead_of_empty_tables():
+    same = {"models.rnn.test_accuracy": (0.9, 0.9), "champion": ("rnn", "rnn")}
+    text = diff_report.render(_comparison({"metrics/evaluate.json": same}), "main")
+    assert "No model's results changed" in text
+    assert "No param differs from `main`." in text
+    assert "no stage was rerun" in text
+    assert "No metric changed." in text
+    assert "Per-class" not in text and "![" not in text
+
+
+# ---------------------------------------------------------------- end to end
+
+def _set_units(project: Path, model: str, old: int, new: int) -> None:
+    params = project / "params.yaml"
+    text = params.read_text()
+    pattern = rf"(\n  {model}:\n(?:    .*\n)*?    units: ){old}\b"
+    edited, n = re.subn(pattern, rf"\g<1>{new}", text)
+    assert n == 1, f"models.{model}.units: {old} not found in params.yaml"
+    params.write_text(edited)
+
+
+def test_branch_that_changes_one_model_shows_exactly_that_model(tiny_repro, tmp_path):
+    project = copy_project(tiny_repro, tmp_path / "project")
+    sh("git", "checkout", "-q", "-b", "wider-gru", cwd=project)
+    _set_units(project, "gru", 8, 12)
+    repro = sh("dvc", "repro", cwd=project)
+    assert "Running stage 'train@gru'" in repro.stdout
+    out = tmp_path / "diff"
+
+    result = diff.run("main", out, project=project)
+    assert result["status"] == "compared"
+    assert result["changed_models"] == ["gru"]
+    assert [(p["param"], p["old"], p["new"]) for p in result["params"]] == [
+        ("models.gru.units", 8, 12)]
+    assert result["reran"] == ["train@gru", "evaluate"]
+    assert result["stale"] == {}
+
+    report = (out / "report.md").read_text()
+    assert "Results changed for **gru**; rnn, lstm, bilstm unchanged" in report
+    assert "| `models.gru.units` | `8` | `12` | +4 (+50%) |" in report
+    assert "| `train@gru` | params `models.gru.units` | in the workspace, not committed |" in report
+    assert "Not rerun: `fetch`, `validate`, `split`, `train@rnn`, `train@lstm`, `train@bilstm`." \
+        in report
+    accuracy = report.split("## Accuracy")[1].split("## Training cost")[0]
+    rows = {line.split(" | ")[0].strip("| *"): line for line in accuracy.splitlines()
+            if line.startswith("| ") and not line.startswith("| model")}
+    assert list(rows) == ["rnn", "lstm", "gru", "bilstm"]
+    for name in ("rnn", "lstm", "bilstm"):
+        assert rows[name].count("±0 pp") == 2 and rows[name].endswith("| ±0 |"), rows[name]
+    assert rows["gru"].startswith("| **gru** |")
+    cost = report.split("## Training cost")[1]
+    assert "| 1,866 | 3,514 | +1,648 (+88%) |" in cost
+    assert "gru Δ" in report and "rnn Δ" not in report  # per-class F1 only for gru
+    for image in ("curves.png", "confusion.png"):
+        assert f"]({image})" in report
+        assert (out / image).read_bytes()[:4] == b"\x89PNG"
+    assert (out / "plots" / "index.html").exists()
+
+    # As a pull request sees it: the rerun committed on the branch.
+    sh("git", "add", "-A", cwd=project)
+    sh("git", "commit", "-q", "-m", "wider gru", cwd=project)
+    proc = sh(sys.executable, "-m", "pipeline.diff", "--rev", "main", "--out", str(out),
+              "--note", "from the test", cwd=project)
+    assert "diff: report in" in proc.stdout
+    report = (out / "report.md").read_text()
+    assert "> from the test" in report
+    assert "| `train@gru` | params `models.gru.units` | committed |" in report
+
+    # A param edited without a rerun: flagged, not silently compared.
+    _set_units(project, "rnn", 8, 10)
+    result = diff.run("main", out, project=project)
+    assert result["stale"] == {"train@rnn": ["params `models.rnn`"],
+                               "evaluate": ["params `models`"]}
+    assert result["changed_models"] == ["gru"]
+    assert "**Out of date:**" in (out / "report.md").read_text()
+
+    # The workspace lost its metrics: nothing to compare, said plainly.
+    (project / "metrics" / "evaluate.json").unlink()
+    result = diff.run("main", out, project=project)
+    assert result["status"] == "no_metrics"
+    assert "Nothing to compare: the workspace has no metrics" in (out / "report.md").read_text()
+
+
+def test_same_revision_says_there_is_nothing_to_compare(tiny_repro, tmp_path):
+    result = diff.run("main", tmp_path / "diff", project=tiny_repro)
+    assert result["status"] == "same_revision"
+    report = (tmp_path / "diff" / "report.md").read_text()
+    assert ("Nothing to compare: the workspace and `main` are the same revision with no changes."
+            in report)
+    assert "|" not in report  # no empty tables
+
+
+def test_revision_without_metrics_says_so(tiny_repro, tmp_path):
+    # The fixture's first commit is the project before any `dvc repro`.
+    proc = sh(sys.executable, "-m", "pipeline.diff", "--rev", "HEAD~1", "--out",
+              str(tmp_path / "diff"), cwd=tiny_repro)
+    assert "Nothing to compare: `HEAD~1` has no committed metrics (metrics/evaluate.json)" \
+        in proc.stdout
+    assert "has no committed metrics" in (tmp_path / "diff" / "report.md").read_text()
+
+
+def test_unknown_revision_is_an_error(tiny_repro, tmp_path):
+    proc = sh(sys.executable, "-m", "pipeline.diff", "--rev", "no-such-branch", "--out",
+              str(tmp_path / "diff"), cwd=tiny_repro, check=False)
+    assert proc.returncode == 2
+    assert "no-such-branch: not a git revision" in proc.stderr
+
+
+def test_make_diff_keeps_its_interface_and_output_is_not_committed():
+    makefile = (ROOT / "Makefile").read_text()
+    assert "REV ?= main" in makefile
+    assert "-m pipeline.diff --rev $(REV)" in makefile
+    ignored = subprocess.run(["git", "check-ignore", "-q", "reports/diff/report.md"], cwd=ROOT)
+    assert ignored.returncode == 0
+
+
+# ---------------------------------------------------------------- the workflows
+
+class _Yaml12Loader(yaml.SafeLoader):
+    """YAML 1.2 booleans, as GitHub reads workflows: `on:` stays the string "on"."""
+
+
+_Yaml12Loader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+_Yaml12Loader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|false)$"),
+                                    list("tf"))
+
+
+def _workflow(name: str) -> dict:
+    return yaml.load((WORKFLOWS / name).read_text(), Loader=_Yaml12Loader)
+
+
+def _schema() -> dict:
+    # check-jsonschema vendors SchemaStore's github-workflow schema: no network needed.
+    vendor = importlib.resources.files("check_jsonschema.builtin_schemas.vendor")
+    return json.loads((vendor / "github-workflows.json").read_text())
+
+
+@pytest.mark.parametrize("name", ["pr-report.yml", "pr-report-comment.yml"])
+def test_workflow_is_valid_against_githubs_schema(name):
+    workflow = _workflow(name)
+    jsonschema.Draft7Validator.check_schema(_schema())
+    errors = list(jsonschema.Draft7Validator(_schema()).iter_errors(workflow))
+    assert not errors, "\n".join(f"{list(e.path)}: {e.message}" for e in errors)
+    for job in workflow["jobs"].values():
+        for step in job["steps"]:
+            # Values reach scripts through env:, never ${{ }} pasted into shell.
+            assert "${{" not in step.get("run", ""), step.get("name")
+
+
+def _steps(workflow: dict) -> list[dict]:
+    return [s for job in workflow["jobs"].values() for s in job["steps"]]
+
+
+def test_pr_workflow_reruns_compares_and_updates_one_comment():
+    workflow = _workflow("pr-report.yml")
+    assert "pull_request" in workflow["on"]
+    assert workflow["permissions"] == {"contents": "read", "pull-requests": "write"}
+    steps = _steps(workflow)
+    uses = {s["uses"].split("@")[0]: s for s in steps if "uses" in s}
+    assert uses["actions/checkout"]["with"]["fetch-depth"] == 0
+    assert uses["actions/setup-python"]["with"]["python-version"] == "3.11"
+    assert "iterative/setup-cml" in uses
+    runs = {s.get("id"): s for s in steps if "run" in s}
+    assert runs["pull"]["run"] == "dvc pull" and runs["pull"]["continue-on-error"]
+    assert runs["repro"]["run"] == "dvc repro --pull"
+    for step in (runs["pull"], runs["repro"]):  # only with a remote, i.e. secrets
+        assert step["if"] == "steps.remote.outputs.configured == 'true'"
+    assert "secrets.DVC_REMOTE_URL" in runs["remote"]["env"]["DVC_REMOTE_URL"]
+    assert 'python -m pipeline.diff --rev "origin/$BASE_REF"' in runs["report"]["run"]
+    assert "not rerun" in runs["report"]["run"]  # the note when secrets are missing
+    comment = next(s for s in steps if "cml comment" in s.get("run", ""))
+    assert "cml comment update" in comment["run"]
+    assert '--watermark-title="pipeline diff"' in comment["run"]
+    assert 'pr/$PR_NUMBER' in comment["run"]
+
+
+def test_fork_reports_are_posted_by_a_workflow_that_never_runs_fork_code():
+    report, poster = _workflow("pr-report.yml"), _workflow("pr-report-comment.yml")
+    assert poster["on"]["workflow_run"]["workflows"] == [report["name"]]
+    assert not any(s.get("uses", "").startswith("actions/checkout") for s in _steps(poster))
+    comment = next(s for s in _steps(poster) if "cml comment" in s.get("run", ""))
+    assert '--watermark-title="pipeline diff"' in comment["run"]  # the same comment
+
+
+def test_secrets_are_documented_in_the_workflow_and_the_docs():
+    header = (WORKFLOWS / "pr-report.yml").read_text().split("\nname:")[0]
+    docs = (ROOT / "docs" / "pr-report.md").read_text()
+    used = set(re.findall(r"secrets\.([A-Z_]+)", (WORKFLOWS / "pr-report.yml").read_text()))
+    assert "DVC_REMOTE_URL" in used
+    for secret in used - {"GITHUB_TOKEN"}:
+        assert secret in header, secret
+        assert secret in docs, secret
+    assert "make diff REV=" in docs and "fork" in docs
+
+
+@pytest.mark.skipif(shutil.which("shellcheck") is None, reason="shellcheck is not installed")
+@pytest.mark.parametrize("name", ["pr-report.yml", "pr-report-comment.yml"])
+def test_workflow_scripts_pass_shellcheck(name):
+    for step in _steps(_workflow(name)):
+        if "run" in step:
+            proc = subprocess.run(["shellcheck", "-s", "bash", "-"], input=step["run"],
+                                  capture_output=True, text=True)
+            assert proc.returncode == 0, f"{step.get('name')}:\n{proc.stdout}"
