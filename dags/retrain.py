@@ -1,7 +1,8 @@
 """Scheduled retraining: the DVC pipeline as an Airflow DAG, then publish the champion.
 
 Scheduling, retries and fan-out only; what each task does is in
-pipeline/orchestrate.py. The DAG's docs are ``retrain()``'s docstring.
+pipeline/orchestrate.py and pipeline/publish.py. The DAG's docs are
+``retrain()``'s docstring.
 """
 
 from __future__ import annotations
@@ -30,12 +31,12 @@ TRAIN_TIMEOUT = timedelta(minutes=float(os.environ.get("RETRAIN_TRAIN_TIMEOUT_MI
 # Other DAGs can run on a new champion: @dag(schedule=Asset("retrain_champion")).
 CHAMPION = Asset(name="retrain_champion", uri="x-retrain://champion", group="model")
 
-# Data that failed validation or broken params stay broken until a person acts:
-# fail at once. A dead mirror or a busy DVC lock usually clears: retry with
-# back-off. Anything else gets the task's ordinary retries.
+# Data that failed validation, broken params or a missing DVC remote stay broken
+# until a person acts: fail at once. A dead mirror or a busy DVC lock usually
+# clears: retry with back-off. Anything else gets the task's ordinary retries.
 RETRY_POLICY = ExceptionRetryPolicy(rules=[
     RetryRule(exception=orchestrate.PermanentError, action=RetryAction.FAIL,
-              reason="needs a change to data or params.yaml; not retried"),
+              reason="needs a person to fix the data, params.yaml or config; not retried"),
     RetryRule(exception=orchestrate.TransientError, action=RetryAction.RETRY,
               reason="transient (mirror or DVC lock); retrying with back-off"),
 ])
@@ -44,7 +45,8 @@ RETRY_POLICY = ExceptionRetryPolicy(rules=[
 def _log_failure(context) -> None:
     """One line that says what failed and what it means for the run."""
     ti, exc = context["ti"], context.get("exception")
-    where = ti.task_id + (f"[{ti.map_index}]" if ti.map_index >= 0 else "")
+    index = getattr(ti, "rendered_map_index", None) or ti.map_index
+    where = ti.task_id + (f"[{index}]" if ti.map_index >= 0 else "")
     first = str(exc).splitlines()[0] if exc else "see the log above"
     logging.getLogger("retrain").error(
         "retrain: %s failed for good: %s. Its downstream tasks, publish included, do not run; "
@@ -116,8 +118,10 @@ def retrain():
 
     @task(outlets=[CHAMPION])
     def publish() -> dict:
+        from pipeline import publish as publish_lib
+
         context = get_current_context()
-        summary = orchestrate.publish(PROJECT_DIR, run_id=context["run_id"])
+        summary = publish_lib.run(PROJECT_DIR, run_id=context["run_id"])
         context["outlet_events"][CHAMPION].extra = {
             "decision": summary["decision"], **summary["champion"],
             "record_commit": summary["record_commit"], "run_id": summary["run_id"]}

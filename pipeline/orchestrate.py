@@ -1,9 +1,10 @@
-"""What each task of the Airflow DAG does: run one DVC stage, or publish.
+"""What the DAG's stage tasks do: run one DVC stage (``train`` in isolation).
 
 ``dags/retrain.py`` holds scheduling only; this module holds the work, so tests
-call it directly and ``python -m pipeline.orchestrate`` runs a task by hand.
-DVC stays the source of truth: every stage runs through ``dvc repro``, so an
-unchanged stage is skipped and ``dvc.lock`` records every run.
+call it directly and ``python -m pipeline.orchestrate stage <name>`` or
+``... train <model>`` runs a task by hand (``pipeline/publish.py`` is the last
+task). DVC stays the source of truth: every stage runs through ``dvc repro``,
+so an unchanged stage is skipped and ``dvc.lock`` records every run.
 
 Parallel trainings. ``dvc repro`` holds a repository-wide lock for as long as
 its stage runs, so two trainings in one workspace cannot overlap ("Unable to
@@ -14,12 +15,12 @@ records them with ``dvc commit`` (the lock is held for about a second). The
 recorded entry must equal the one the workspace's ``dvc repro`` wrote, so
 ``dvc.lock`` ends up as plain ``dvc repro`` would have left it.
 
-Failures are sorted for the retry policy: ``TransientError`` (a mirror down,
-the DVC lock busy) is worth retrying later; ``PermanentError`` (data that
+Failures are sorted for the DAG's retry policy: ``TransientError`` (a mirror
+down, the DVC lock busy) is worth retrying later; ``PermanentError`` (data that
 failed validation, bad params) is not; anything else is a ``StageFailed``.
 
-This module is imported when Airflow parses the DAG, so it imports only the
-standard library at the top; YAML, pydantic and DVC are loaded when a task runs.
+Airflow imports this module when it parses the DAG, so only the standard
+library is imported at the top; YAML, pydantic and DVC load when a task runs.
 """
 
 from __future__ import annotations
@@ -36,7 +37,6 @@ import subprocess
 import sys
 import time
 from collections import deque
-from datetime import datetime, timezone
 from pathlib import Path
 
 log = logging.getLogger("pipeline.orchestrate")
@@ -80,7 +80,8 @@ class ParamsError(PermanentError):
 
 # --- running commands -------------------------------------------------------
 
-def _env() -> dict:
+def command_env() -> dict:
+    """Environment of dvc, git and the stages they run."""
     # Stages run `python -m pipeline.<stage>`: this interpreter's venv must come first.
     env = dict(os.environ)
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
@@ -109,7 +110,7 @@ def _kill(proc: subprocess.Popen) -> None:
 def _stream(cmd: list[str], cwd: Path) -> tuple[int, str]:
     """Run a command, logging each output line as it comes; return (exit code, tail)."""
     tail: deque[str] = deque(maxlen=OUTPUT_TAIL_LINES)
-    proc = subprocess.Popen(cmd, cwd=cwd, env=_env(), stdout=subprocess.PIPE,
+    proc = subprocess.Popen(cmd, cwd=cwd, env=command_env(), stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, errors="replace",
                             start_new_session=True)
     try:
@@ -138,7 +139,7 @@ def dvc(cwd: Path, *args: str, what: str, lock_wait_s: float | None = None,
     while True:
         cmd = [_dvc_exe(), *args]
         if quiet:
-            proc = subprocess.run(cmd, cwd=cwd, env=_env(), capture_output=True, text=True)
+            proc = subprocess.run(cmd, cwd=cwd, env=command_env(), capture_output=True, text=True)
             rc, out, err = proc.returncode, proc.stdout, proc.stderr
         else:
             (rc, out), err = _stream(cmd, cwd), ""
@@ -146,18 +147,10 @@ def dvc(cwd: Path, *args: str, what: str, lock_wait_s: float | None = None,
             return rc, out if rc == 0 or not quiet else f"{out}\n{err}"
         if time.monotonic() >= deadline:
             raise LockBusy(f"{what}: another DVC process kept the lock of {cwd} for over "
-                           f"{lock_wait_s:.0f} s (a manual `dvc repro`?); will retry later")
+                           f"{lock_wait_s:.0f} s (a manual `dvc repro`?; retried later)")
         log.info("%s: DVC lock busy, trying again in %.0f s", what, delay)
         time.sleep(delay)
         delay = min(delay * 2, 30.0)
-
-
-def _git(project: Path, *args: str, env: dict | None = None, check: bool = True) -> str:
-    proc = subprocess.run(["git", *args], cwd=project, capture_output=True, text=True,
-                          env={**_env(), **(env or {})})
-    if check and proc.returncode != 0:
-        raise StageFailed(f"publish: git {' '.join(args)} failed: {proc.stderr.strip()}")
-    return proc.stdout.strip() if proc.returncode == 0 else ""
 
 
 # --- stages -----------------------------------------------------------------
@@ -226,10 +219,11 @@ def model_names(project: Path | str) -> list[str]:
     try:
         return list(config.load(Path(project) / config.PARAMS_FILE).models)
     except config.ConfigError as exc:
-        raise ParamsError(f"params.yaml is invalid; not retrying: {exc}") from None
+        raise ParamsError(f"params.yaml is invalid (not retried): {exc}") from None
 
 
 def changed(project: Path, stage: str) -> bool:
+    """Whether ``dvc status`` finds the stage's deps, params or outputs changed."""
     rc, out = dvc(project, "status", "--json", stage, what=stage, quiet=True)
     if rc != 0:
         raise StageFailed(f"{stage}: dvc status failed:\n{out.strip()}")
@@ -281,11 +275,11 @@ def _inputs(project: Path, stage: str, data_deps: list[str]) -> dict:
             "params": {p: _param(params, p) for p in spec["params"]}}
 
 
-def _replace(src: Path, dest: Path) -> None:
+def replace_path(src: Path, dest: Path) -> None:
     """Put ``src`` at ``dest`` in one rename, so readers never see half of it."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     staged = dest.with_name(f".{dest.name}.incoming")
-    _remove(staged)
+    remove_path(staged)
     if src.is_dir():
         shutil.copytree(src, staged)
     else:
@@ -300,7 +294,7 @@ def _replace(src: Path, dest: Path) -> None:
         os.replace(staged, dest)
 
 
-def _remove(path: Path) -> None:
+def remove_path(path: Path) -> None:
     if path.is_dir() and not path.is_symlink():
         shutil.rmtree(path)
     else:
@@ -341,7 +335,7 @@ def train(project: Path | str, model: str) -> dict:
                                  f"it trained; not recording this run (the retry trains again)")
         entry = _locked(ws)[stage]
         for out_path in (o["path"] for o in entry["outs"]):
-            _replace(ws / out_path, project / out_path)
+            replace_path(ws / out_path, project / out_path)
         rc, out = dvc(project, "commit", "--force", stage, what=stage,
                       lock_wait_s=COMMIT_LOCK_WAIT_S)
         if rc != 0:
@@ -399,186 +393,23 @@ def _cache_dir(project: Path) -> str:
     return str((project / out.strip()).resolve())
 
 
-# --- publish ----------------------------------------------------------------
-
-def decide(new_val: float, old_val: float | None, margin: float, same_model: bool) -> str:
-    """``replaced``, ``kept`` or ``unchanged`` (this very model is already published).
-
-    A new champion must beat the published one by at least ``margin`` on
-    validation accuracy; a tie never replaces it.
-    """
-    if same_model:
-        return "unchanged"
-    if old_val is None:
-        return "replaced"
-    gain = round(new_val - old_val, 9)  # 0.9915 - 0.991 is 0.000499999... in floats
-    return "replaced" if gain > 0 and gain >= margin else "kept"
-
-
-def record_run(project: Path, branch: str, message: str, run_id: str) -> str:
-    """Commit the project as it ran onto ``branch``, leaving HEAD, index and files alone.
-
-    The commit is HEAD's tree plus every change git sees in the workspace
-    (dvc.lock, params.yaml, metrics/, reports/, the champion's .dvc file, ...),
-    built in a private index. Its first parent is the branch's previous run, so
-    ``dvc metrics diff <branch>~1 <branch>`` compares two runs; the code commit
-    it ran from is the second parent. A retry of the same run reuses its commit.
-    """
-    if _git(project, "symbolic-ref", "--quiet", "--short", "HEAD", check=False) == branch:
-        raise PermanentError(f"publish: record_branch {branch!r} is the checked-out branch; "
-                             f"give publish.record_branch a branch of its own (not retried)")
-    previous = _git(project, "rev-parse", "--verify", "--quiet", f"refs/heads/{branch}",
-                    check=False)
-    if previous and _git(project, "log", "-1", "--format=%s", previous).startswith(
-            f"retrain {run_id}:"):
-        return previous
-    head = _git(project, "rev-parse", "--verify", "--quiet", "HEAD", check=False)
-    index = Path(project, _git(project, "rev-parse", "--git-path", f"retrain-{os.getpid()}.index"))
-    env = {"GIT_INDEX_FILE": str(index)}
-    if not _git(project, "config", "user.email", check=False):
-        env.update(GIT_AUTHOR_NAME="retrain DAG", GIT_AUTHOR_EMAIL="retrain@localhost",
-                   GIT_COMMITTER_NAME="retrain DAG", GIT_COMMITTER_EMAIL="retrain@localhost")
-    try:
-        if head:
-            _git(project, "read-tree", head, env=env)
-        _git(project, "add", "--all", ".", env=env)
-        tree = _git(project, "write-tree", env=env)
-    finally:
-        index.unlink(missing_ok=True)
-    parents = [previous] if previous else []
-    if head and not (previous and _is_ancestor(project, head, previous)):
-        parents.append(head)
-    commit = _git(project, "commit-tree", tree, *[a for p in parents for a in ("-p", p)],
-                  "-m", message, env=env)
-    _git(project, "update-ref", "-m", f"retrain {run_id}", f"refs/heads/{branch}", commit,
-         previous or "0" * 40)
-    return commit
-
-
-def _is_ancestor(project: Path, a: str, b: str) -> bool:
-    return subprocess.run(["git", "merge-base", "--is-ancestor", a, b], cwd=project,
-                          capture_output=True).returncode == 0
-
-
-def _champion(folder: Path) -> dict | None:
-    """Model, val accuracy and model checksum of a champion folder (models/best or the published one)."""
-    try:
-        card = json.loads((folder / "card.json").read_text())
-    except (OSError, ValueError):
-        return None
-    published = folder / "published.json"
-    return {"model": card["model"], "val_accuracy": card["metrics"]["val_accuracy"],
-            "md5": _md5(folder / "model.keras"),
-            "published": json.loads(published.read_text()) if published.exists() else {}}
-
-
-def _md5(path: Path) -> str | None:
-    return hashlib.md5(path.read_bytes()).hexdigest() if path.exists() else None
-
-
-def _verdict(decision: str, new: dict, old: dict | None, margin: float) -> str:
-    def show(c):
-        return f"{c['model']} (val accuracy {c['val_accuracy']:.4f})"
-    if decision == "replaced":
-        return f"champion replaced: {show(new)} " + (
-            f"beats {show(old)} by at least {margin}" if old else "is the first champion")
-    if decision == "kept":
-        return (f"champion kept: {show(old)}; this run's best, {show(new)}, "
-                f"is not better by {margin}")
-    return f"champion unchanged: {show(new)} is already the published one"
-
-
-def publish(project: Path | str, run_id: str = "manual") -> dict:
-    """Decide on the champion, push to the DVC remote, record the run on git.
-
-    Only a complete, up-to-date pipeline is published: ``dvc status`` must be
-    clean. The champion folder (``publish.champion_dir``) changes only when
-    this run's best model beats it by ``publish.champion_margin``. Safe to retry.
-    """
-    from pipeline import config
-
-    project = Path(project).resolve()
-    try:
-        pub = config.load(project / config.PARAMS_FILE).publish
-    except config.ConfigError as exc:
-        raise ParamsError(f"publish: params.yaml is invalid (not retried): {exc}") from None
-    rc, out = dvc(project, "status", "--json", "dvc.yaml", what="publish", quiet=True)
-    if rc != 0 or json.loads(out or "{}"):
-        raise StageFailed(f"publish: the pipeline is not up to date, nothing was published "
-                          f"(dvc status: {', '.join(json.loads(out or '{}')) if rc == 0 else out})")
-
-    folder = project / pub.champion_dir
-    new, old = _champion(project / config.CHAMPION_DIR), _champion(folder)
-    if new is None:
-        raise StageFailed(f"publish: {config.CHAMPION_DIR}/card.json is missing; run evaluate first")
-    if old and old["md5"] == new["md5"] and old["published"].get("run_id") == run_id:
-        decision, old = "replaced", old["published"].get("previous")  # a retry of this run
-    else:
-        decision = decide(new["val_accuracy"], old and old["val_accuracy"],
-                          pub.champion_margin, same_model=bool(old) and old["md5"] == new["md5"])
-    if decision == "replaced":
-        staged = project / WORKSPACES / "champion"
-        _remove(staged)
-        shutil.copytree(project / config.CHAMPION_DIR, staged)
-        (staged / "published.json").write_text(json.dumps({
-            "model": new["model"], "val_accuracy": new["val_accuracy"], "run_id": run_id,
-            "published_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "previous": old and {k: old[k] for k in ("model", "val_accuracy")}}, indent=2) + "\n")
-        _replace(staged, folder)
-        _remove(staged)
-    if decision == "replaced" or not folder.with_name(folder.name + ".dvc").exists():
-        if dvc(project, "add", pub.champion_dir, what="publish")[0] != 0:
-            raise StageFailed(f"publish: dvc add {pub.champion_dir} failed")
-    verdict = _verdict(decision, new, old, pub.champion_margin)
-    log.info("publish: %s", verdict)
-
-    rc, out = dvc(project, "push", "--remote", pub.remote, what="publish")
-    if rc != 0:
-        raise TransientError(f"publish: dvc push to remote {pub.remote!r} failed (retried "
-                             f"later)\n{error_lines(out, 'publish')}")
-    metrics = json.loads((project / config.EVAL_METRICS).read_text())
-    scores = "\n".join(f"{name}: val {m['val_accuracy']:.4f}, test {m['test_accuracy']:.4f}"
-                       for name, m in metrics["models"].items())
-    commit = record_run(project, pub.record_branch, f"retrain {run_id}: {verdict}\n\n{scores}\n",
-                        run_id)
-    if pub.git_remote:
-        ref = f"refs/heads/{pub.record_branch}"
-        proc = subprocess.run(["git", "push", pub.git_remote, f"{ref}:{ref}"], cwd=project,
-                              capture_output=True, text=True, env=_env())
-        if proc.returncode != 0:
-            raise TransientError(f"publish: git push to {pub.git_remote!r} failed (retried "
-                                 f"later)\n{proc.stderr.strip()}")
-    log.info("publish: pushed to DVC remote %r; run recorded as %s on branch %s",
-             pub.remote, commit[:10], pub.record_branch)
-    champion = old if decision == "kept" else new
-    return {"decision": decision, "verdict": verdict,
-            "champion": {k: champion[k] for k in ("model", "val_accuracy")},
-            "run_best": {k: new[k] for k in ("model", "val_accuracy")},
-            "champion_dir": pub.champion_dir, "record_branch": pub.record_branch,
-            "record_commit": commit, "remote": pub.remote, "run_id": run_id}
-
-
 # --- command line -------------------------------------------------------------
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m pipeline.orchestrate stage <name> | train <model> | publish``."""
+    """``python -m pipeline.orchestrate stage <name> | train <model>``."""
     parser = argparse.ArgumentParser(prog="python -m pipeline.orchestrate", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("stage", help="dvc repro one stage").add_argument("name")
     sub.add_parser("train", help="train one model in its own workspace").add_argument("model")
-    sub.add_parser("publish", help="champion, dvc push, run record").add_argument(
-        "--run-id", default="manual")
     parser.add_argument("--project", type=Path, default=Path.cwd())
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     try:
         if args.command == "stage":
             result = run_stage(args.project, args.name)
-        elif args.command == "train":
-            result = train(args.project, args.model)
         else:
-            result = publish(args.project, args.run_id)
+            result = train(args.project, args.model)
     except StageFailed as exc:
         print(f"orchestrate: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 75 if isinstance(exc, TransientError) else 1  # 75 = EX_TEMPFAIL

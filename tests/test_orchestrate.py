@@ -1,4 +1,4 @@
-"""What the DAG's tasks do (pipeline/orchestrate.py), on real DVC projects.
+"""What the DAG's tasks do (pipeline/orchestrate.py, pipeline/publish.py), on real DVC projects.
 
 The headline test trains the four models two at a time, as the Airflow pool
 does, and checks that the trainings overlapped, all succeeded, and that
@@ -21,7 +21,7 @@ import yaml
 import zc.lockfile
 
 from conftest import copy_project, make_project, sh, tool_env
-from pipeline import orchestrate
+from pipeline import orchestrate, publish
 from pipeline.orchestrate import (DataValidationError, LockBusy, MirrorUnavailable, ParamsError,
                                   StageFailed, TransientError)
 
@@ -136,7 +136,7 @@ def test_failures_are_sorted_for_the_retry_policy(stage, output, kind, shown, tm
     (0.99, 0.99, 0.0005, True, "unchanged"),     # the published model itself
 ])
 def test_champion_decision(new, old, margin, same, decision):
-    assert orchestrate.decide(new, old, margin, same) == decision
+    assert publish.decide(new, old, margin, same) == decision
 
 
 def test_publish_replaces_then_keeps_the_champion(tiny_repro, tmp_path, env):
@@ -149,7 +149,7 @@ def test_publish_replaces_then_keeps_the_champion(tiny_repro, tmp_path, env):
     sh("git", "commit", "-qam", "push run records", cwd=project)
     head = sh("git", "rev-parse", "HEAD", cwd=project).stdout
 
-    first = orchestrate.publish(project, run_id="run-1")
+    first = publish.run(project, run_id="run-1")
     best = json.loads((project / "models/best/card.json").read_text())
     assert first["decision"] == "replaced" and first["champion"]["model"] == best["model"]
     champion = project / "models" / "champion"
@@ -168,7 +168,7 @@ def test_publish_replaces_then_keeps_the_champion(tiny_repro, tmp_path, env):
         assert recorded == (project / path).read_text(), path
     assert "champion replaced" in sh("git", "log", "-1", "--format=%B", tip, cwd=project).stdout
     # a retry of the same run reuses its record
-    assert orchestrate.publish(project, run_id="run-1")["record_commit"] == tip
+    assert publish.run(project, run_id="run-1")["record_commit"] == tip
 
     # Publish a better model by hand: the pipeline's own best must not replace it.
     rival = next(m for m in MODELS if m != best["model"])
@@ -177,7 +177,7 @@ def test_publish_replaces_then_keeps_the_champion(tiny_repro, tmp_path, env):
     card.update(model=rival, metrics={**card["metrics"], "val_accuracy": 0.999})
     (champion / "card.json").write_text(json.dumps(card))
     before = {p.name: p.read_bytes() for p in champion.iterdir()}
-    kept = orchestrate.publish(project, run_id="run-2")
+    kept = publish.run(project, run_id="run-2")
     assert kept["decision"] == "kept" and kept["champion"] == {"model": rival, "val_accuracy": 0.999}
     assert {p.name: p.read_bytes() for p in champion.iterdir()} == before
     message = sh("git", "log", "-1", "--format=%B", "pipeline-runs", cwd=project).stdout
@@ -187,7 +187,7 @@ def test_publish_replaces_then_keeps_the_champion(tiny_repro, tmp_path, env):
 
 def test_publish_refuses_an_incomplete_pipeline(split_project):
     with pytest.raises(StageFailed, match="not up to date"):
-        orchestrate.publish(split_project, run_id="r")
+        publish.run(split_project, run_id="r")
     assert not (split_project / "models" / "champion").exists()
 
 
