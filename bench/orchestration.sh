@@ -20,7 +20,7 @@ for name in plain airflow; do
   (cd "$WORK/$name"
    sed -i "s/^  epochs: [0-9]* /  epochs: $EPOCHS /" params.yaml
    dvc remote modify --local storage url "$WORK/$name-remote"
-   git -c user.name=bench -c user.email=bench@localhost commit -qam "bench: epochs=$EPOCHS")
+   git -c user.name=bench -c user.email=bench@localhost commit -q --allow-empty -am "bench: epochs=$EPOCHS")
 done
 
 start=$(date +%s)
@@ -33,9 +33,11 @@ export AIRFLOW_HOME="$WORK/airflow-home" AIRFLOW__CORE__LOAD_EXAMPLES=False \
        AIRFLOW__CORE__EXECUTION_API_SERVER_URL=http://localhost:8093/execution/
 airflow db migrate >/dev/null 2>&1
 airflow pools set training 2 "models that train at once" >/dev/null
-airflow standalone >"$WORK/standalone.log" 2>&1 &
+# Its own process group: standalone's scheduler, API server and workers must all
+# stop at the end, or they keep serving the next benchmark's tasks.
+setsid airflow standalone >"$WORK/standalone.log" 2>&1 &
 standalone=$!
-trap 'kill $standalone 2>/dev/null; wait $standalone 2>/dev/null || true' EXIT
+trap 'kill -- -$standalone 2>/dev/null; sleep 3; kill -9 -- -$standalone 2>/dev/null || true' EXIT
 until airflow dags list 2>/dev/null | grep -q retrain; do sleep 2; done
 airflow dags unpause retrain >/dev/null
 start=$(date +%s)
