@@ -16,8 +16,10 @@ from pathlib import Path
 from airflow.sdk import (Asset, ExceptionRetryPolicy, RetryAction, RetryRule, dag,
                          get_current_context, task)
 
-# The project checkout the tasks run in. Only path arithmetic here: parsing
-# this file reads no file and imports nothing heavy (tests/test_dag.py checks).
+# The folder above dags/: the project checkout (local DAG folder) or this run's
+# copy of the repository (git DAG bundle). Tasks import pipeline/ from it; they
+# run in clones of their own (pipeline/workspace.py). Only path arithmetic here:
+# parsing reads no file and imports nothing heavy (tests/test_dag.py checks).
 PROJECT_DIR = Path(os.environ.get("PIPELINE_PROJECT_DIR") or Path(__file__).resolve().parent.parent)
 if str(PROJECT_DIR) not in sys.path:
     sys.path.insert(0, str(PROJECT_DIR))
@@ -27,18 +29,20 @@ from pipeline import orchestrate  # noqa: E402  (standard library only at import
 SCHEDULE = os.environ.get("RETRAIN_SCHEDULE", "@weekly")
 POOL = os.environ.get("RETRAIN_POOL", "training")
 TRAIN_TIMEOUT = timedelta(minutes=float(os.environ.get("RETRAIN_TRAIN_TIMEOUT_MIN", "360")))
+RETRY_DELAY = timedelta(seconds=float(os.environ.get("RETRAIN_RETRY_DELAY_S", "120")))
 
 # Other DAGs can run on a new champion: @dag(schedule=Asset("retrain_champion")).
 CHAMPION = Asset(name="retrain_champion", uri="x-retrain://champion", group="model")
 
 # Data that failed validation, broken params or a missing DVC remote stay broken
-# until a person acts: fail at once. A dead mirror or a busy DVC lock usually
-# clears: retry with back-off. Anything else gets the task's ordinary retries.
+# until a person acts: fail at once. A dead mirror or an unreachable DVC or git
+# remote usually clears: retry with back-off. Anything else (a worker killed
+# mid-task, a timeout) gets the task's ordinary retries, on any worker.
 RETRY_POLICY = ExceptionRetryPolicy(rules=[
     RetryRule(exception=orchestrate.PermanentError, action=RetryAction.FAIL,
               reason="needs a person to fix the data, params.yaml or config; not retried"),
     RetryRule(exception=orchestrate.TransientError, action=RetryAction.RETRY,
-              reason="transient (mirror or DVC lock); retrying with back-off"),
+              reason="transient (mirror or remote unreachable); retrying with back-off"),
 ])
 
 
@@ -57,11 +61,11 @@ def _log_failure(context) -> None:
     schedule=None if SCHEDULE.lower() in ("", "none") else SCHEDULE,
     start_date=datetime(2025, 1, 1, tzinfo=timezone.utc),
     catchup=False,              # a missed week is not worth three back-to-back retrainings
-    max_active_runs=1,          # runs share one checkout and one dvc.lock
+    max_active_runs=1,          # runs publish to one record branch: one at a time
     tags=["ml", "dvc", "mnist"],
     default_args={
         "retries": 3,
-        "retry_delay": timedelta(minutes=2),
+        "retry_delay": RETRY_DELAY,
         "retry_exponential_backoff": 2.0,   # 2, 4, 8 minutes ...
         "max_retry_delay": timedelta(hours=1),
         "execution_timeout": timedelta(minutes=30),
@@ -76,60 +80,71 @@ def retrain():
     One task per `dvc.yaml` stage, named after it: `fetch` → `validate` → `split`
     → `train` (mapped: one instance per model in `params.yaml`, shown as
     `train[<model>]`, i.e. DVC's `train@<model>`) → `evaluate` → `publish`.
-    Each task runs its stage through DVC (`pipeline/orchestrate.py`), so an
-    unchanged stage is skipped and `dvc.lock` records every run; trainings run
-    in isolated DVC workspaces, so several can overlap (pool `training`).
+    Every task runs on any worker in a private clone of the run's commit
+    (`pipeline/workspace.py`): it pulls its stage's inputs from the DVC remote,
+    runs the stage through DVC (`dvc repro`, so an unchanged stage is skipped),
+    pushes its outputs and hands its `dvc.lock` entry and metrics on through
+    XCom. Workers share nothing but the git source and the DVC remote.
 
     `publish` replaces the champion (`publish.champion_dir`) only when this run's
     best model beats it by `publish.champion_margin` on validation accuracy,
-    pushes to the DVC remote, records the run on git branch
-    `publish.record_branch`, and updates the asset `retrain_champion`.
-    If any training or the evaluation fails, `publish` does not run.
+    and records the run on git branch `publish.record_branch` of the git source;
+    it updates the asset `retrain_champion`. If any training or the evaluation
+    fails, `publish` does not run.
 
     Settings (environment of the scheduler and workers): `RETRAIN_SCHEDULE`
     (cron or preset, default `@weekly`; `none` = manual only), `RETRAIN_POOL`
     (default `training`; its size is how many models train at once),
-    `RETRAIN_TRAIN_TIMEOUT_MIN` (default 360), `PIPELINE_PROJECT_DIR` (default:
-    the folder above `dags/`). See docs/airflow.md.
+    `RETRAIN_TRAIN_TIMEOUT_MIN` (default 360), `RETRAIN_RETRY_DELAY_S` (first
+    retry delay, default 120), `PIPELINE_WORK_DIR` (where tasks clone),
+    `PIPELINE_DVC_REMOTE_URL` and other `PIPELINE_DVC_REMOTE_<OPTION>` (the DVC
+    remote as workers reach it). See docs/airflow.md.
     """
+    def where() -> dict:
+        """Which run and code a task belongs to (the DAG bundle pins the commit)."""
+        context = get_current_context()
+        return {"run_id": context["run_id"], "project": PROJECT_DIR,
+                "bundle": getattr(context["ti"], "bundle_instance", None)}
+
     @task
     def fetch() -> dict:
-        return orchestrate.run_stage(PROJECT_DIR, "fetch")
+        return orchestrate.run_stage("fetch", None, **where())
 
     @task
-    def validate() -> dict:
-        return orchestrate.run_stage(PROJECT_DIR, "validate")
+    def validate(upstream: dict) -> dict:
+        return orchestrate.run_stage("validate", upstream, **where())
 
     @task
-    def split() -> list[str]:
-        """Runs the stage and hands `train` the model list of params.yaml."""
-        orchestrate.run_stage(PROJECT_DIR, "split")
-        return orchestrate.model_names(PROJECT_DIR)
+    def split(upstream: dict) -> list[dict]:
+        """Runs the stage; one `train` per model of the run's params.yaml gets its record."""
+        record = orchestrate.run_stage("split", upstream, **where())
+        return [{"model": model, "upstream": record} for model in orchestrate.model_names(record)]
 
     @task(pool=POOL, execution_timeout=TRAIN_TIMEOUT, retries=2,
           map_index_template="{{ model }}")
-    def train(model: str) -> dict:
+    def train(model: str, upstream: dict) -> dict:
         get_current_context()["model"] = model  # type: ignore[typeddict-unknown-key]
-        return orchestrate.train(PROJECT_DIR, model)
+        return orchestrate.run_stage(f"train@{model}", upstream, **where())
 
     @task(execution_timeout=timedelta(hours=1))
-    def evaluate() -> dict:
-        return orchestrate.run_stage(PROJECT_DIR, "evaluate")
+    def evaluate(trainings: list[dict]) -> dict:
+        from pipeline import workspace
+
+        return orchestrate.run_stage("evaluate", workspace.merge(list(trainings)), **where())
 
     @task(outlets=[CHAMPION])
-    def publish() -> dict:
+    def publish(record: dict) -> dict:
         from pipeline import publish as publish_lib
 
         context = get_current_context()
-        summary = publish_lib.run(PROJECT_DIR, run_id=context["run_id"])
+        summary = publish_lib.run(record, **where())
         context["outlet_events"][CHAMPION].extra = {
             "decision": summary["decision"], **summary["champion"],
             "record_commit": summary["record_commit"], "run_id": summary["run_id"]}
         return summary
 
-    models = split()
-    fetch() >> validate() >> models
-    train.expand(model=models) >> evaluate() >> publish()
+    trained = train.expand_kwargs(split(validate(fetch())))
+    publish(evaluate(trained))
 
 
 retrain()

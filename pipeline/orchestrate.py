@@ -1,23 +1,22 @@
-"""What the DAG's stage tasks do: run one DVC stage (``train`` in isolation).
+"""What the DAG's stage tasks do: run one DVC stage in a workspace of its own.
 
 ``dags/retrain.py`` holds scheduling only; this module holds the work, so tests
-call it directly and ``python -m pipeline.orchestrate stage <name>`` or
-``... train <model>`` runs a task by hand (``pipeline/publish.py`` is the last
-task). DVC stays the source of truth: every stage runs through ``dvc repro``,
-so an unchanged stage is skipped and ``dvc.lock`` records every run.
+call it directly and ``python -m pipeline.orchestrate <stage>`` runs a task by
+hand (``pipeline/publish.py`` is the last task). DVC stays the source of truth:
+every stage runs through ``dvc repro``, so an unchanged stage is skipped and
+its ``dvc.lock`` entry is what plain ``dvc repro`` writes.
 
-Parallel trainings. ``dvc repro`` holds a repository-wide lock for as long as
-its stage runs, so two trainings in one workspace cannot overlap ("Unable to
-acquire lock", treeverse/dvc#755). ``train()`` therefore runs ``train@<model>``
-in a throwaway DVC workspace of its own under ``tmp/dvc-workspaces/``, which
-shares the project's DVC cache, then moves the outputs into the project and
-records them with ``dvc commit`` (the lock is held for about a second). The
-recorded entry must equal the one the workspace's ``dvc repro`` wrote, so
-``dvc.lock`` ends up as plain ``dvc repro`` would have left it.
+Workers share nothing. Each task clones the run's commit into a private
+workspace (``pipeline/workspace.py``), applies the record its upstream tasks
+handed on through XCom (their ``dvc.lock`` entries and small uncached
+outputs), pulls exactly its stage's data inputs from the DVC remote, runs
+``dvc repro --single-item <stage>``, pushes the stage's outputs and returns
+the record with its own entry added. So any task can run on any worker, a
+retry may land elsewhere, and trainings never contend for one DVC lock.
 
 Failures are sorted for the DAG's retry policy: ``TransientError`` (a mirror
-down, the DVC lock busy) is worth retrying later; ``PermanentError`` (data that
-failed validation, bad params) is not; anything else is a ``StageFailed``.
+or the DVC remote down) is worth retrying later; ``PermanentError`` (data
+that failed validation, bad params) is not; anything else is a ``StageFailed``.
 
 Airflow imports this module when it parses the DAG, so only the standard
 library is imported at the top; YAML, pydantic and DVC load when a task runs.
@@ -26,7 +25,6 @@ library is imported at the top; YAML, pydantic and DVC load when a task runs.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import logging
 import os
@@ -39,14 +37,10 @@ import time
 from collections import deque
 from pathlib import Path
 
+from pipeline import workspace
+
 log = logging.getLogger("pipeline.orchestrate")
 
-WORKSPACES = Path("tmp/dvc-workspaces")   # isolated training workspaces (git-ignored)
-# Copied into each training workspace: what `python -m pipeline.train` reads.
-WORKSPACE_FILES = ("dvc.yaml", "dvc.lock", "params.yaml", "pipeline")
-LOCK_MESSAGE = "Unable to acquire lock"
-STAGE_LOCK_WAIT_S = 60.0    # a stage waits this long for the lock, then Airflow retries later
-COMMIT_LOCK_WAIT_S = 600.0  # a finished training waits longer: giving up would waste it
 OUTPUT_TAIL_LINES = 400     # lines of a command's output kept to explain a failure
 
 
@@ -58,8 +52,8 @@ class TransientError(StageFailed):
     """Likely to pass on a later try: retried with back-off."""
 
 
-class LockBusy(TransientError):
-    """Another DVC process held the repository lock for too long."""
+class RemoteUnavailable(TransientError):
+    """The DVC or git remote did not answer or refused a transfer."""
 
 
 class MirrorUnavailable(TransientError):
@@ -126,31 +120,16 @@ def _stream(cmd: list[str], cwd: Path) -> tuple[int, str]:
         raise
 
 
-def dvc(cwd: Path, *args: str, what: str, lock_wait_s: float | None = None,
-        quiet: bool = False) -> tuple[int, str]:
-    """Run ``dvc <args>`` in ``cwd``; wait out a busy lock for up to ``lock_wait_s``
-    (default ``STAGE_LOCK_WAIT_S``).
+def dvc(cwd: Path, *args: str, what: str, quiet: bool = False) -> tuple[int, str]:
+    """Run ``dvc <args>`` in ``cwd``; return (exit code, output).
 
-    Returns (exit code, output); ``quiet`` captures stdout alone (for --json)
-    instead of logging the merged output.
+    ``quiet`` captures stdout alone (for --json) instead of logging the merged output.
     """
-    lock_wait_s = STAGE_LOCK_WAIT_S if lock_wait_s is None else lock_wait_s
-    deadline, delay = time.monotonic() + lock_wait_s, 1.0
-    while True:
-        cmd = [_dvc_exe(), *args]
-        if quiet:
-            proc = subprocess.run(cmd, cwd=cwd, env=command_env(), capture_output=True, text=True)
-            rc, out, err = proc.returncode, proc.stdout, proc.stderr
-        else:
-            (rc, out), err = _stream(cmd, cwd), ""
-        if rc == 0 or LOCK_MESSAGE not in out + err:
-            return rc, out if rc == 0 or not quiet else f"{out}\n{err}"
-        if time.monotonic() >= deadline:
-            raise LockBusy(f"{what}: another DVC process kept the lock of {cwd} for over "
-                           f"{lock_wait_s:.0f} s (a manual `dvc repro`?; retried later)")
-        log.info("%s: DVC lock busy, trying again in %.0f s", what, delay)
-        time.sleep(delay)
-        delay = min(delay * 2, 30.0)
+    cmd = [_dvc_exe(), *args]
+    if not quiet:
+        return _stream(cmd, cwd)
+    proc = subprocess.run(cmd, cwd=cwd, env=command_env(), capture_output=True, text=True)
+    return proc.returncode, proc.stdout if proc.returncode == 0 else f"{proc.stdout}\n{proc.stderr}"
 
 
 # --- stages -----------------------------------------------------------------
@@ -200,220 +179,134 @@ def _outcome(stage: str, output: str) -> str:
     return "unchanged"
 
 
-def run_stage(project: Path | str, stage: str) -> dict:
-    """``dvc repro --single-item <stage>`` in the project: runs it only if it changed."""
-    project, started = Path(project).resolve(), time.monotonic()
-    rc, out = dvc(project, "repro", "--single-item", stage, what=stage)
-    if rc != 0:
-        raise classify(stage, out, project)
-    result = {"stage": stage, "outcome": _outcome(stage, out),
-              "seconds": round(time.monotonic() - started, 1)}
-    log.info("%s: %s (%.1f s)", stage, result["outcome"], result["seconds"])
-    return result
+def stage_facts(ws: Path, stage: str) -> dict:
+    """From DVC itself: the pipeline's stage order, the stage's uncached outputs
+    (handed on in the record) and the upstream outputs it reads (pulled)."""
+    from dvc.repo import Repo
+
+    with Repo(str(ws)) as repo:
+        stages = list(repo.index.stages)
+        matches = [s for s in stages if s.name == stage]
+        if not matches:
+            raise ParamsError(f"{stage}: no such stage in dvc.yaml (not retried)")
+        this = matches[0]
+        cached = {str(o.def_path) for s in stages if s is not this for o in s.outs if o.use_cache}
+        deps = [str(d.def_path) for d in this.deps]
+        inside = lambda a, b: a == b or a.startswith(b.rstrip("/") + "/")  # noqa: E731
+        return {"order": [s.name for s in stages],
+                "uncached": [str(o.def_path) for o in this.outs if not o.use_cache],
+                "inputs": sorted(o for o in cached if any(inside(o, d) or inside(d, o)
+                                                          for d in deps))}
 
 
-def model_names(project: Path | str) -> list[str]:
-    """The models of params.yaml, in order: one ``train@<name>`` stage each."""
+def _params(ws: Path):
     from pipeline import config
 
     try:
-        return list(config.load(Path(project) / config.PARAMS_FILE).models)
+        return config.load(ws / config.PARAMS_FILE)
     except config.ConfigError as exc:
         raise ParamsError(f"params.yaml is invalid (not retried): {exc}") from None
 
 
-def changed(project: Path, stage: str) -> bool:
-    """Whether ``dvc status`` finds the stage's deps, params or outputs changed."""
-    rc, out = dvc(project, "status", "--json", stage, what=stage, quiet=True)
-    if rc != 0:
-        raise StageFailed(f"{stage}: dvc status failed:\n{out.strip()}")
-    return bool(json.loads(out or "{}"))
-
-
-def _locked(project: Path) -> dict:
-    """The stages recorded in ``dvc.lock``."""
-    import yaml
-
-    path = project / "dvc.lock"
-    return (yaml.safe_load(path.read_text()) or {}).get("stages", {}) if path.exists() else {}
-
-
-def _stage_def(project: Path, stage: str) -> dict:
-    """deps and params of a stage as dvc.yaml declares them (foreach resolved)."""
-    import yaml
-
-    name, _, key = stage.partition("@")
-    spec = yaml.safe_load((project / "dvc.yaml").read_text())["stages"][name]
-    spec = spec.get("do", spec)
-    fill = (lambda s: str(s).replace("${key}", key)) if key else str
-    return {"deps": [fill(d) for d in spec.get("deps", [])],
-            "params": [fill(p) for p in spec.get("params", [])]}
-
-
-def _param(tree: dict, dotted: str):
-    for part in dotted.split("."):
-        tree = tree.get(part) if isinstance(tree, dict) else None
-    return tree
-
-
-def _inputs(project: Path, stage: str, data_deps: list[str]) -> dict:
-    """What a training reads, to notice when the project's inputs change under it."""
-    import yaml
-
-    spec = _stage_def(project, stage)
-    params = yaml.safe_load((project / "params.yaml").read_text())
-    outs = {o["path"]: o.get("md5") for s in _locked(project).values()
-            for o in s.get("outs", [])}
-    files = {}
-    for dep in spec["deps"]:
-        if dep not in data_deps:
-            for f in sorted([project / dep] if (project / dep).is_file()
-                            else (project / dep).rglob("*")):
-                if f.is_file():
-                    files[str(f.relative_to(project))] = hashlib.md5(f.read_bytes()).hexdigest()
-    return {"files": files, "data": {d: outs.get(d) for d in data_deps},
-            "params": {p: _param(params, p) for p in spec["params"]}}
-
-
-def replace_path(src: Path, dest: Path) -> None:
-    """Put ``src`` at ``dest`` in one rename, so readers never see half of it."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    staged = dest.with_name(f".{dest.name}.incoming")
-    remove_path(staged)
-    if src.is_dir():
-        shutil.copytree(src, staged)
-    else:
-        shutil.copy2(src, staged)
-    if dest.is_dir():
-        old = dest.with_name(f".{dest.name}.old")
-        shutil.rmtree(old, ignore_errors=True)
-        dest.rename(old)
-        staged.rename(dest)
-        shutil.rmtree(old)
-    else:
-        os.replace(staged, dest)
-
-
-def remove_path(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path)
-    else:
-        path.unlink(missing_ok=True)
-
-
-def _same_entry(a: dict, b: dict) -> bool:
-    """Two dvc.lock entries record the same run (list order aside)."""
-    def norm(entry):
-        return {"cmd": entry.get("cmd"), "params": entry.get("params"),
-                **{k: sorted(entry.get(k) or [], key=lambda x: x["path"]) for k in ("deps", "outs")}}
-    return norm(a) == norm(b)
-
-
-def train(project: Path | str, model: str) -> dict:
-    """``train@<model>`` in an isolated workspace; outputs merged into the project.
-
-    Safe to run for several models at once: each has its own workspace and DVC
-    lock, and only the final ``dvc commit`` (about a second) takes the project's.
-    """
-    project, stage = Path(project).resolve(), f"train@{model}"
-    if model not in model_names(project):
-        raise ParamsError(f"{stage}: no model {model!r} in params.yaml (not retried)")
-    if not changed(project, stage):
-        log.info("%s: unchanged since its recorded run, skipping", stage)
-        return {"stage": stage, "outcome": "unchanged", "seconds": 0.0}
-
-    ws = project / WORKSPACES / stage.replace("@", "-")
+def open_task_workspace(task: str, upstream: dict | None, *, run_id: str,
+                        project: Path | None, bundle=None):
+    """Clone the run's commit for ``task``, wire DVC, apply upstream's record."""
     try:
-        data_deps = _workspace(project, ws, stage)
-        started = time.time()
-        rc, out = dvc(ws, "repro", "--single-item", stage, what=stage)
-        finished = time.time()
-        if rc != 0:
-            raise classify(stage, out, ws)
-        if _inputs(project, stage, data_deps) != _inputs(ws, stage, data_deps):
-            raise TransientError(f"{stage}: code, params or data of the project changed while "
-                                 f"it trained; not recording this run (the retry trains again)")
-        entry = _locked(ws)[stage]
-        for out_path in (o["path"] for o in entry["outs"]):
-            replace_path(ws / out_path, project / out_path)
-        rc, out = dvc(project, "commit", "--force", stage, what=stage,
-                      lock_wait_s=COMMIT_LOCK_WAIT_S)
-        if rc != 0:
-            raise StageFailed(f"{stage}: dvc commit failed\n{error_lines(out, stage)}")
-        if not _same_entry(_locked(project).get(stage, {}), entry):
-            raise StageFailed(f"{stage}: dvc.lock does not match the workspace's record; "
-                              f"the project changed during training")
-    finally:
-        shutil.rmtree(ws, ignore_errors=True)
-    result = {"stage": stage, "outcome": "ran", "seconds": round(finished - started, 1),
-              "started": started, "finished": finished}
-    log.info("%s: trained in %.1f s and recorded in dvc.lock", stage, result["seconds"])
-    return result
+        source = workspace.resolve_source(upstream, bundle, project)
+        root = workspace.work_root(project)
+        ws = workspace.open_workspace(root, run_id, task, source)
+        params = _params(ws)
+        workspace.configure(ws, root, params.publish.remote,
+                            workspace.remote_options(project, params.publish.remote))
+    except workspace.WorkspaceError as exc:
+        raise StageFailed(f"{task}: {exc}") from None
+    return ws, source, params
 
 
-def _workspace(project: Path, ws: Path, stage: str) -> list[str]:
-    """A fresh DVC workspace sharing the project's cache, with the stage's inputs.
-
-    Returns the stage's data dependencies (outputs of upstream stages), which
-    are checked out from the cache as ``dvc.lock`` records them.
-    """
-    from pipeline.train import WORK_ROOT
-
-    shutil.rmtree(ws, ignore_errors=True)
-    ws.mkdir(parents=True)
-    # .dvc first: from then on the project's DVC skips ws as a sub-repository.
-    for args in (("init", "--no-scm", "-q"), ("config", "core.analytics", "false"),
-                 ("config", "cache.dir", _cache_dir(project))):
-        if dvc(ws, *args, what=stage, quiet=True)[0] != 0:
-            raise StageFailed(f"{stage}: could not set up the workspace {ws}")
-    for rel in WORKSPACE_FILES:
-        src = project / rel
-        if src.is_dir():
-            shutil.copytree(src, ws / rel, ignore=shutil.ignore_patterns("__pycache__"))
-        elif src.exists():
-            shutil.copy2(src, ws / rel)
-    # An interrupted training resumes from tmp/train/<model> (see pipeline.train):
-    # keep that state in the project, where the next try looks for it.
-    (project / WORK_ROOT).mkdir(parents=True, exist_ok=True)
-    (ws / WORK_ROOT).parent.mkdir(parents=True, exist_ok=True)
-    (ws / WORK_ROOT).symlink_to(project / WORK_ROOT, target_is_directory=True)
-
-    recorded = {o["path"] for s in _locked(ws).values() for o in s.get("outs", [])}
-    data_deps = [d for d in _stage_def(ws, stage)["deps"] if d in recorded]
-    if data_deps and dvc(ws, "checkout", *data_deps, what=stage)[0] != 0:
-        raise StageFailed(f"{stage}: could not check out {', '.join(data_deps)} from the "
-                          f"DVC cache; run the upstream stages first")
-    return data_deps
-
-
-def _cache_dir(project: Path) -> str:
-    rc, out = dvc(project, "cache", "dir", what="cache", quiet=True)
+def pull(ws: Path, targets: list[str], remote: str, what: str, allow_missing=False) -> None:
+    """``dvc pull`` of exactly ``targets``; a remote that fails is transient."""
+    if not targets:
+        return
+    args = ["pull", "--remote", remote, *(["--allow-missing"] if allow_missing else []), *targets]
+    rc, out = dvc(ws, *args, what=what)
     if rc != 0:
-        raise StageFailed(f"cannot find the DVC cache of {project}:\n{out.strip()}")
-    return str((project / out.strip()).resolve())
+        raise RemoteUnavailable(f"{what}: cannot pull {', '.join(targets)} from DVC remote "
+                                f"{remote!r} (retried later)\n{error_lines(out, what)}")
+
+
+def push(ws: Path, targets: list[str], remote: str, what: str) -> None:
+    rc, out = dvc(ws, "push", "--remote", remote, *targets, what=what)
+    if rc != 0 and "config file error" in out:
+        raise PermanentError(f"{what}: DVC remote {remote!r} is not configured (not retried; "
+                             f"see `dvc remote list`)\n{error_lines(out, what)}")
+    if rc != 0:
+        raise RemoteUnavailable(f"{what}: cannot push to DVC remote {remote!r} (retried "
+                                f"later)\n{error_lines(out, what)}")
+
+
+def run_stage(stage: str, upstream: dict | None = None, *, run_id: str = "manual",
+              project: Path | str | None = None, bundle=None) -> dict:
+    """Run one stage in a fresh workspace; return the record for downstream tasks.
+
+    The record also lists the models of the run's params.yaml (``models``),
+    which the DAG maps ``train`` over.
+    """
+    started = time.monotonic()
+    project = Path(project).resolve() if project else None
+    ws, source, params = open_task_workspace(stage, upstream, run_id=run_id, project=project,
+                                             bundle=bundle)
+    remote = params.publish.remote
+    facts = stage_facts(ws, stage)
+    workspace.apply(ws, upstream or {}, facts["order"])
+    pull(ws, facts["inputs"], remote, stage)
+    pull(ws, [stage], remote, stage, allow_missing=True)  # so an unchanged stage is skipped
+    rc, out = dvc(ws, "repro", "--single-item", stage, what=stage)
+    if rc != 0:
+        raise classify(stage, out, ws)
+    push(ws, [stage], remote, stage)
+    outcome, seconds = _outcome(stage, out), round(time.monotonic() - started, 1)
+    record = workspace.capture(ws, stage, facts["uncached"], source, upstream or {},
+                               outcome=outcome, seconds=seconds, finished=time.time())
+    record["models"] = list(params.models)
+    shutil.rmtree(ws, ignore_errors=True)
+    log.info("%s: %s in %.1f s on %s (commit %s)", stage, outcome, seconds,
+             record["stages"][stage]["host"], source.commit[:10])
+    return record
+
+
+def model_names(record: dict) -> list[str]:
+    """The models of the run's params.yaml, in order: one ``train@<name>`` stage each."""
+    return list(record["models"])
 
 
 # --- command line -------------------------------------------------------------
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m pipeline.orchestrate stage <name> | train <model>``."""
+    """``python -m pipeline.orchestrate <stage> [--upstream FILE] [--record FILE]``."""
     parser = argparse.ArgumentParser(prog="python -m pipeline.orchestrate", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("stage", help="dvc repro one stage").add_argument("name")
-    sub.add_parser("train", help="train one model in its own workspace").add_argument("model")
+    parser.add_argument("stage", help="a dvc.yaml stage, e.g. fetch or train@gru")
+    parser.add_argument("--upstream", type=Path, action="append", default=[],
+                        help="record of an upstream task (JSON); repeat for several")
+    parser.add_argument("--record", type=Path, help="write this task's record here (JSON)")
+    parser.add_argument("--run-id", default="manual")
     parser.add_argument("--project", type=Path, default=Path.cwd())
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     try:
-        if args.command == "stage":
-            result = run_stage(args.project, args.name)
-        else:
-            result = train(args.project, args.model)
+        upstream = workspace.merge([json.loads(p.read_text()) for p in args.upstream])
+        record = run_stage(args.stage, upstream, run_id=args.run_id, project=args.project)
+    except (OSError, ValueError, workspace.WorkspaceError) as exc:
+        print(f"orchestrate: cannot use the upstream records: {exc}", file=sys.stderr)
+        return 1
     except StageFailed as exc:
         print(f"orchestrate: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 75 if isinstance(exc, TransientError) else 1  # 75 = EX_TEMPFAIL
-    print(json.dumps(result))
+    if args.record:
+        args.record.write_text(json.dumps(record))
+    entry = record["stages"][args.stage]
+    print(json.dumps({"stage": args.stage, "outcome": entry["outcome"],
+                      "seconds": entry["seconds"], "commit": record["commit"]}))
     return 0
 
 

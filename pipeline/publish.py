@@ -2,15 +2,22 @@
 
 Params: ``publish`` (champion_margin, champion_dir, remote, record_branch,
 git_remote).
-Inputs: a pipeline that is up to date (``dvc status`` clean), ``models/best/``
-(this run's best model and its card, from ``evaluate``), ``metrics/evaluate.json``
-and the published champion in ``publish.champion_dir``.
-Outputs: the champion folder (replaced only when this run's best beats it on
-validation accuracy by ``champion_margin``) tracked as ``<champion_dir>.dvc``,
-everything pushed to the DVC remote, and a commit on ``record_branch`` that
-records the run. Not a DVC stage: it publishes what the stages made.
+Inputs: the run's record (every stage's ``dvc.lock`` entry and uncached
+outputs, from the upstream tasks), the DVC remote holding every stage's
+outputs, and the published champion: ``<champion_dir>.dvc`` on
+``record_branch`` of the run's git source, its files in the DVC remote.
+Outputs: a new commit on ``record_branch`` of the git source that records
+the run (``dvc.lock``, params, metrics, report, the champion's ``.dvc``
+file), with the champion replaced only when this run's best beats it on
+validation accuracy by ``champion_margin``. Not a DVC stage: it publishes
+what the stages made.
 
-``python -m pipeline.publish --run-id <id>`` runs it by hand.
+Why it is safe on a cluster: it works in a private clone like every task,
+and the champion changes in one step, when the record branch moves (a git
+push that fails if another run moved it first). Its data is pushed to the
+DVC remote before that, so a failure anywhere leaves the old champion whole.
+
+``python -m pipeline.publish --record run.json --run-id <id>`` runs it by hand.
 """
 
 from __future__ import annotations
@@ -26,9 +33,10 @@ import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
-from pipeline.orchestrate import (WORKSPACES, ParamsError, PermanentError, StageFailed,
-                                  TransientError, dvc, error_lines, remove_path, replace_path,
-                                  command_env)
+from pipeline import workspace
+from pipeline.orchestrate import (ParamsError, PermanentError, RemoteUnavailable, StageFailed,
+                                  TransientError, command_env, dvc, error_lines,
+                                  open_task_workspace, pull, push, stage_facts)
 
 log = logging.getLogger("pipeline.publish")
 
@@ -55,44 +63,27 @@ def decide(new_val: float, old_val: float | None, margin: float, same_model: boo
     return "replaced" if gain > 0 and gain >= margin else "kept"
 
 
-def record_run(project: Path, branch: str, message: str, run_id: str) -> str:
-    """Commit the project as it ran onto ``branch``, leaving HEAD, index and files alone.
+def record_run(ws: Path, previous: str | None, message: str) -> str:
+    """A commit of the workspace as it ran; HEAD (the run's commit) stays checked out.
 
-    The commit is HEAD's tree plus every change git sees in the workspace
-    (dvc.lock, params.yaml, metrics/, reports/, the champion's .dvc file, ...),
-    built in a private index. Its first parent is the branch's previous run, so
-    ``dvc metrics diff <branch>~1 <branch>`` compares two runs; the code commit
-    it ran from is the second parent. A retry of the same run reuses its commit.
+    Its tree is the run's commit plus every change git sees (dvc.lock,
+    metrics/, reports/, the champion's .dvc file, ...). Its first parent is
+    the previous run on the record branch, so ``dvc metrics diff
+    <branch>~1 <branch>`` compares two runs; the code commit it ran from is
+    the second parent.
     """
-    if git(project, "symbolic-ref", "--quiet", "--short", "HEAD", check=False) == branch:
-        raise PermanentError(f"publish: record_branch {branch!r} is the checked-out branch; "
-                             f"give publish.record_branch a branch of its own (not retried)")
-    previous = git(project, "rev-parse", "--verify", "--quiet", f"refs/heads/{branch}",
-                   check=False)
-    if previous and git(project, "log", "-1", "--format=%s", previous).startswith(
-            f"retrain {run_id}:"):
-        return previous
-    head = git(project, "rev-parse", "--verify", "--quiet", "HEAD", check=False)
-    index = Path(project, git(project, "rev-parse", "--git-path", f"retrain-{os.getpid()}.index"))
-    env = {"GIT_INDEX_FILE": str(index)}
-    if not git(project, "config", "user.email", check=False):
+    env = {}
+    if not git(ws, "config", "user.email", check=False):
         env.update(GIT_AUTHOR_NAME="retrain DAG", GIT_AUTHOR_EMAIL="retrain@localhost",
                    GIT_COMMITTER_NAME="retrain DAG", GIT_COMMITTER_EMAIL="retrain@localhost")
-    try:
-        if head:
-            git(project, "read-tree", head, env=env)
-        git(project, "add", "--all", ".", env=env)
-        tree = git(project, "write-tree", env=env)
-    finally:
-        index.unlink(missing_ok=True)
+    head = git(ws, "rev-parse", "HEAD")
+    git(ws, "add", "--all", ".")
+    tree = git(ws, "write-tree")
     parents = [previous] if previous else []
-    if head and not (previous and _is_ancestor(project, head, previous)):
+    if not (previous and _is_ancestor(ws, head, previous)):
         parents.append(head)
-    commit = git(project, "commit-tree", tree, *[a for p in parents for a in ("-p", p)],
-                 "-m", message, env=env)
-    git(project, "update-ref", "-m", f"retrain {run_id}", f"refs/heads/{branch}", commit,
-        previous or "0" * 40)
-    return commit
+    return git(ws, "commit-tree", tree, *[a for p in parents for a in ("-p", p)], "-m", message,
+               env=env)
 
 
 def _is_ancestor(project: Path, a: str, b: str) -> bool:
@@ -128,74 +119,115 @@ def _verdict(decision: str, new: dict, old: dict | None, margin: float) -> str:
     return f"champion unchanged: {show(new)} is already the published one"
 
 
-def run(project: Path | str, run_id: str = "manual") -> dict:
+def _previous_run(ws: Path, branch: str) -> tuple[str | None, str]:
+    """The record branch's tip on the git source (None on the first run) and its message."""
+    try:
+        tip = git(ws, "ls-remote", "--heads", "origin", branch).split()
+    except StageFailed as exc:
+        raise RemoteUnavailable(f"publish: the git source does not answer: {exc}") from None
+    if not tip:
+        return None, ""
+    git(ws, "fetch", "--quiet", "origin", f"refs/heads/{branch}")
+    return tip[0], git(ws, "log", "-1", "--format=%s", tip[0])
+
+
+def _restore_champion(ws: Path, previous: str, dvc_file: str, remote: str) -> None:
+    """The published champion's .dvc file from the previous record, its files from DVC."""
+    if not git(ws, "ls-tree", "--name-only", previous, "--", dvc_file):
+        return
+    git(ws, "checkout", previous, "--", dvc_file)
+    pull(ws, [dvc_file], remote, "publish")
+
+
+def run(record: dict, run_id: str = "manual", *, project: Path | str | None = None,
+        bundle=None) -> dict:
     """Decide on the champion, push to the DVC remote, record the run on git.
 
-    Only a complete, up-to-date pipeline is published: ``dvc status`` must be
-    clean. The champion folder (``publish.champion_dir``) changes only when
-    this run's best model beats it by ``publish.champion_margin``. Safe to retry.
+    Only a complete run is published: the record holds every stage of
+    dvc.yaml and ``dvc status`` of the restored workspace is clean. The
+    champion changes only when this run's best model beats it by
+    ``publish.champion_margin``. Safe to retry.
     """
     from pipeline import config
 
-    project = Path(project).resolve()
-    try:
-        pub = config.load(project / config.PARAMS_FILE).publish
-    except config.ConfigError as exc:
-        raise ParamsError(f"publish: params.yaml is invalid (not retried): {exc}") from None
-    rc, out = dvc(project, "status", "--json", "dvc.yaml", what="publish", quiet=True)
+    project = Path(project).resolve() if project else None
+    ws, source, params = open_task_workspace("publish", record, run_id=run_id, project=project,
+                                             bundle=bundle)
+    pub = params.publish
+    order = stage_facts(ws, "evaluate")["order"]
+    missing = [s for s in order if s not in (record or {}).get("stages", {})]
+    if missing:
+        raise StageFailed(f"publish: the run did not record {', '.join(missing)}; "
+                          f"nothing was published")
+    workspace.apply(ws, record, order)
+    rc, out = dvc(ws, "pull", "--remote", pub.remote, what="publish")
+    if rc != 0:
+        raise RemoteUnavailable(f"publish: cannot pull the run's outputs from DVC remote "
+                                f"{pub.remote!r} (retried later)\n{error_lines(out, 'publish')}")
+    rc, out = dvc(ws, "status", "--json", what="publish", quiet=True)
     if rc != 0 or json.loads(out or "{}"):
         raise StageFailed(f"publish: the pipeline is not up to date, nothing was published "
                           f"(dvc status: {', '.join(json.loads(out or '{}')) if rc == 0 else out})")
 
-    folder, dvc_file = project / pub.champion_dir, project / f"{pub.champion_dir}.dvc"
-    if dvc_file.exists() and not folder.exists():  # e.g. a fresh checkout
-        if dvc(project, "pull", str(dvc_file.relative_to(project)), what="publish")[0] != 0:
-            raise TransientError(f"publish: cannot restore the champion {pub.champion_dir} "
-                                 f"from the DVC remote (retried later)")
-    new, old = _champion(project / config.CHAMPION_DIR), _champion(folder)
+    previous, subject = _previous_run(ws, pub.record_branch)
+    dvc_file = f"{pub.champion_dir}.dvc"
+    if previous and subject.startswith(f"retrain {run_id}:"):   # a retry of a finished publish
+        log.info("publish: run %s is already recorded as %s", run_id, previous[:10])
+        _restore_champion(ws, previous, dvc_file, pub.remote)
+        return _summary(ws, pub, run_id, previous, subject, source)
+    if previous:
+        _restore_champion(ws, previous, dvc_file, pub.remote)
+    folder = ws / pub.champion_dir
+    new, old = _champion(ws / config.CHAMPION_DIR), _champion(folder)
     if new is None:
         raise StageFailed(f"publish: {config.CHAMPION_DIR}/card.json is missing; run evaluate first")
-    if old and old["md5"] == new["md5"] and old["published"].get("run_id") == run_id:
-        decision, old = "replaced", old["published"].get("previous")  # a retry of this run
-    else:
-        decision = decide(new["val_accuracy"], old and old["val_accuracy"],
-                          pub.champion_margin, same_model=bool(old) and old["md5"] == new["md5"])
-        if decision == "replaced":
-            _install(project / config.CHAMPION_DIR, folder, new, old, run_id,
-                     staging=project / WORKSPACES / "champion")
-    if decision == "replaced" or not dvc_file.exists():
-        if dvc(project, "add", pub.champion_dir, what="publish")[0] != 0:
+    decision = decide(new["val_accuracy"], old and old["val_accuracy"], pub.champion_margin,
+                      same_model=bool(old) and old["md5"] == new["md5"])
+    if decision == "replaced":
+        _install(ws / config.CHAMPION_DIR, folder, new, old, run_id,
+                 staging=ws / "tmp" / "champion")
+    if decision == "replaced" or not (ws / dvc_file).exists():
+        if dvc(ws, "add", pub.champion_dir, what="publish")[0] != 0:
             raise StageFailed(f"publish: dvc add {pub.champion_dir} failed")
     verdict = _verdict(decision, new, old, pub.champion_margin)
     log.info("publish: %s", verdict)
+    push(ws, [], pub.remote, "publish")     # everything, the champion included, before git moves
 
-    rc, out = dvc(project, "push", "--remote", pub.remote, what="publish")
-    if rc != 0 and "config file error" in out:
-        raise PermanentError(f"publish: DVC remote {pub.remote!r} is not configured (not "
-                             f"retried; see `dvc remote list`)\n{error_lines(out, 'publish')}")
-    if rc != 0:
-        raise TransientError(f"publish: dvc push to remote {pub.remote!r} failed (retried "
-                             f"later)\n{error_lines(out, 'publish')}")
-    metrics = json.loads((project / config.EVAL_METRICS).read_text())
+    metrics = json.loads((ws / config.EVAL_METRICS).read_text())
     scores = "\n".join(f"{name}: val {m['val_accuracy']:.4f}, test {m['test_accuracy']:.4f}"
                        for name, m in metrics["models"].items())
-    commit = record_run(project, pub.record_branch, f"retrain {run_id}: {verdict}\n\n{scores}\n",
-                        run_id)
-    if pub.git_remote:
-        ref = f"refs/heads/{pub.record_branch}"
-        proc = subprocess.run(["git", "push", pub.git_remote, f"{ref}:{ref}"], cwd=project,
+    hosts = ", ".join(f"{name}@{e.get('host')}" for name, e in record["stages"].items())
+    message = f"retrain {run_id}: {verdict}\n\n{scores}\n\nran on: {hosts}\n"
+    commit = record_run(ws, previous, message)
+    ref = f"refs/heads/{pub.record_branch}"
+    for target in ("origin", *([pub.git_remote] if pub.git_remote else [])):
+        proc = subprocess.run(["git", "push", "--quiet", target, f"{commit}:{ref}"], cwd=ws,
                               capture_output=True, text=True, env=command_env())
+        if "refusing to update checked out branch" in proc.stderr:
+            raise PermanentError(f"publish: record_branch {pub.record_branch!r} is checked out "
+                                 f"in {target}; give publish.record_branch a branch of its own "
+                                 f"(not retried)")
         if proc.returncode != 0:
-            raise TransientError(f"publish: git push to {pub.git_remote!r} failed (retried "
-                                 f"later)\n{proc.stderr.strip()}")
-    log.info("publish: pushed to DVC remote %r; run recorded as %s on branch %s",
-             pub.remote, commit[:10], pub.record_branch)
-    champion = old if decision == "kept" else new
+            raise RemoteUnavailable(f"publish: git push of {pub.record_branch} to {target} "
+                                    f"failed (retried later)\n{proc.stderr.strip()}")
+    log.info("publish: pushed to DVC remote %r; run recorded as %s on branch %s of %s",
+             pub.remote, commit[:10], pub.record_branch, source.git_url)
+    summary = _summary(ws, pub, run_id, commit, message, source)
+    shutil.rmtree(ws, ignore_errors=True)
+    return summary
+
+
+def _summary(ws: Path, pub, run_id: str, commit: str, message: str, source) -> dict:
+    """What the task returns and the asset event carries."""
+    verdict = message.split(": ", 1)[-1].splitlines()[0]
+    decision = next((d for d in ("replaced", "kept", "unchanged")
+                     if verdict.startswith(f"champion {d}")), "unknown")
+    champion = _champion(ws / pub.champion_dir) or {}
     return {"decision": decision, "verdict": verdict,
-            "champion": {k: champion[k] for k in ("model", "val_accuracy")},
-            "run_best": {k: new[k] for k in ("model", "val_accuracy")},
+            "champion": {k: champion.get(k) for k in ("model", "val_accuracy")},
             "champion_dir": pub.champion_dir, "record_branch": pub.record_branch,
-            "record_commit": commit, "remote": pub.remote, "run_id": run_id}
+            "record_commit": commit, "git_source": source.git_url, "remote": pub.remote,
+            "run_id": run_id}
 
 
 def _install(best: Path, folder: Path, new: dict, old: dict | None, run_id: str,
@@ -211,15 +243,45 @@ def _install(best: Path, folder: Path, new: dict, old: dict | None, run_id: str,
     remove_path(staging)
 
 
+def replace_path(src: Path, dest: Path) -> None:
+    """Put a copy of ``src`` at ``dest`` in one rename, so readers never see half of it."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    staged = dest.with_name(f".{dest.name}.incoming")
+    remove_path(staged)
+    shutil.copytree(src, staged) if src.is_dir() else shutil.copy2(src, staged)
+    if dest.is_dir():
+        old = dest.with_name(f".{dest.name}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        dest.rename(old)
+        staged.rename(dest)
+        shutil.rmtree(old)
+    else:
+        os.replace(staged, dest)
+
+
+def remove_path(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        path.unlink(missing_ok=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pipeline.publish", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--record", type=Path, required=True,
+                        help="the run's record: JSON from `python -m pipeline.orchestrate "
+                             "evaluate --record FILE`")
     parser.add_argument("--run-id", default="manual", help="names the run in its record")
     parser.add_argument("--project", type=Path, default=Path.cwd())
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     try:
-        print(json.dumps(run(args.project, args.run_id)))
+        record = json.loads(args.record.read_text())
+        print(json.dumps(run(record, args.run_id, project=args.project)))
+    except (OSError, ValueError) as exc:
+        print(f"publish: cannot read the record {args.record}: {exc}", file=sys.stderr)
+        return 1
     except StageFailed as exc:
         print(f"publish: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 75 if isinstance(exc, TransientError) else 1

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# `make cluster-down`: stop every process of the cluster. PURGE=1 also drops
+# its PostgreSQL cluster and its state folder (git remote, S3 data, logs).
+set -uo pipefail
+# shellcheck source=cluster/env.sh
+. "$(dirname "$0")/env.sh"
+for pidfile in "$CLUSTER_DIR"/run/*.pid; do
+    [ -f "$pidfile" ] || continue
+    pid=$(cat "$pidfile")
+    kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null
+done
+sleep 3
+for pidfile in "$CLUSTER_DIR"/run/*.pid; do
+    [ -f "$pidfile" ] || continue
+    kill -KILL -- "-$(cat "$pidfile")" 2>/dev/null
+    rm -f "$pidfile"
+done
+if [ -n "$PG_VERSION" ] && pg_lsclusters -h 2>/dev/null | awk '{print $2}' | grep -qx "$CLUSTER_NAME"; then
+    if [ "${PURGE:-0}" = 1 ]; then
+        pg_dropcluster --stop "$PG_VERSION" "$CLUSTER_NAME"
+    else
+        pg_ctlcluster "$PG_VERSION" "$CLUSTER_NAME" stop 2>/dev/null
+    fi
+fi
+[ "${PURGE:-0}" = 1 ] && rm -rf "$CLUSTER_DIR"
+echo "cluster: down${PURGE:+ (purged)}"

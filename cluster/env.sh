@@ -1,0 +1,99 @@
+# Settings of the one-machine cluster (sourced by up.sh, down.sh, worker.sh and
+# trigger.sh). Every value can be overridden from the environment; tests give
+# the cluster a folder and ports of its own so it never meets a user's.
+#
+# What stands for what on a real cluster (docs/airflow.md, "On a cluster"):
+#   PostgreSQL (Debian's)  - Airflow's metadata database
+#   Redis (Debian's)       - the Celery broker
+#   git daemon             - the git remote: code in (DAG bundle), run records out
+#   moto server            - the S3-protocol DVC remote
+#   worker-a, worker-b     - two Celery workers, each in its own mount and UTS
+#                            namespace: own hostname, own files, no shared disk
+
+: "${REPO_ROOT:=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)}"
+: "${CLUSTER_DIR:=$REPO_ROOT/.cluster}"        # state: logs, pid files, homes, the git remote
+: "${CLUSTER_NAME:=rnn-mnist}"                 # PostgreSQL cluster name (pg_lsclusters)
+: "${PG_PORT:=5433}"
+: "${REDIS_PORT:=6380}"
+: "${API_PORT:=8081}"
+: "${S3_PORT:=9000}"                           # the moto server
+: "${S3_ENDPOINT:=http://127.0.0.1:$S3_PORT}"  # what workers use (a test may put a proxy here)
+: "${GIT_PORT:=9418}"
+: "${LOG_PORT_BASE:=8793}"                     # worker-a serves its logs here, worker-b +1
+: "${WORKERS:=worker-a worker-b}"
+: "${WORKER_CONCURRENCY:=1}"                   # task slots per worker: one training each
+: "${TRAINING_SLOTS:=2}"                       # the `training` pool: workers x concurrency
+: "${RETRAIN_SCHEDULE:=@weekly}"
+: "${HEARTBEAT_TIMEOUT_S:=120}"                # a task whose worker died is retried after this
+: "${TOKEN_LIFETIME_S:=86400}"                 # execution API token: outlives a long training
+: "${VENV:=$REPO_ROOT/.venv}"
+: "${MOTO_VENV:=$CLUSTER_DIR/moto-venv}"
+S3_BUCKET=rnn-mnist
+GIT_REPO_NAME=rnn-mnist.git
+
+export REPO_ROOT CLUSTER_DIR VENV
+PG_VERSION=$(ls /usr/lib/postgresql 2>/dev/null | sort -n | tail -1)
+PG_URL="postgresql+psycopg2://airflow:airflow@127.0.0.1:$PG_PORT/airflow"
+
+# One fixed secret each, generated once: every component must agree on them.
+secrets_file="$CLUSTER_DIR/secrets.env"
+
+airflow_env() {
+    # The environment every Airflow component shares; $1 = the component's home.
+    # shellcheck disable=SC1090
+    [ -f "$secrets_file" ] && . "$secrets_file"
+    export AIRFLOW_HOME="$1"
+    export AIRFLOW__CORE__EXECUTOR=CeleryExecutor
+    export AIRFLOW__DATABASE__SQL_ALCHEMY_CONN="$PG_URL"
+    export AIRFLOW__CELERY__BROKER_URL="redis://127.0.0.1:$REDIS_PORT/0"
+    export AIRFLOW__CELERY__RESULT_BACKEND="db+postgresql+psycopg2://airflow:airflow@127.0.0.1:$PG_PORT/airflow"
+    export AIRFLOW__CORE__LOAD_EXAMPLES=False
+    export AIRFLOW__CORE__EXECUTION_API_SERVER_URL="http://127.0.0.1:$API_PORT/execution/"
+    export AIRFLOW__API__BASE_URL="http://127.0.0.1:$API_PORT"
+    export AIRFLOW__API_AUTH__JWT_SECRET="$JWT_SECRET"
+    export AIRFLOW__CORE__FERNET_KEY="$FERNET_KEY"
+    export AIRFLOW__EXECUTION_API__JWT_EXPIRATION_TIME="$TOKEN_LIFETIME_S"
+    export AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT="$HEARTBEAT_TIMEOUT_S"
+    export AIRFLOW__CORE__HOSTNAME_CALLABLE=socket.gethostname   # the worker's own name
+    export AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS=True      # a local demo: no login
+    export AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT="$LOG_PORT_BASE"
+    export AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_STORAGE_PATH="$1/dag-bundles"
+    # The code comes from git, one commit per run (DAG versioning).
+    export AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST='[{"name": "rnn-mnist",
+      "classpath": "airflow.providers.git.bundles.git.GitDagBundle",
+      "kwargs": {"git_conn_id": "rnn_mnist_git", "tracking_ref": "main", "subdir": "dags",
+                 "refresh_interval": 10}}]'
+    export AIRFLOW_CONN_RNN_MNIST_GIT="{\"conn_type\": \"git\", \"host\": \"git://127.0.0.1:$GIT_PORT/$GIT_REPO_NAME\"}"
+    export RETRAIN_SCHEDULE RETRAIN_RETRY_DELAY_S="${RETRAIN_RETRY_DELAY_S:-120}"
+    export GX_ANALYTICS_ENABLED=false DVC_NO_ANALYTICS=1 TF_CPP_MIN_LOG_LEVEL=2
+    export PATH="$VENV/bin:$PATH"
+}
+
+worker_env() {
+    # What a worker adds: its DVC remote (S3 protocol) and its own work folder; $1 = name.
+    export PIPELINE_WORK_DIR="$CLUSTER_DIR/workers/$1/work"
+    export PIPELINE_DVC_REMOTE_URL="s3://$S3_BUCKET/dvc"
+    export PIPELINE_DVC_REMOTE_ENDPOINTURL="$S3_ENDPOINT"
+    export AWS_ACCESS_KEY_ID=cluster AWS_SECRET_ACCESS_KEY=cluster AWS_DEFAULT_REGION=us-east-1
+}
+
+start_daemon() {
+    # start_daemon NAME CMD...: run CMD in its own session, log and pid in $CLUSTER_DIR.
+    local name=$1; shift
+    mkdir -p "$CLUSTER_DIR/logs" "$CLUSTER_DIR/run"
+    setsid "$@" >"$CLUSTER_DIR/logs/$name.log" 2>&1 < /dev/null &
+    echo $! > "$CLUSTER_DIR/run/$name.pid"
+}
+
+wait_for() {
+    # wait_for WHAT SECONDS CMD...: retry CMD until it succeeds or the time is up.
+    local what=$1 seconds=$2; shift 2
+    local deadline=$((SECONDS + seconds))
+    until "$@" >/dev/null 2>&1; do
+        if [ $SECONDS -ge $deadline ]; then
+            echo "cluster: $what did not come up in ${seconds}s; see $CLUSTER_DIR/logs/" >&2
+            return 1
+        fi
+        sleep 1
+    done
+}
