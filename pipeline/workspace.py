@@ -145,7 +145,8 @@ def configure(ws: Path, root: Path, remote: str, options: dict[str, str]) -> Non
     """This worker's DVC cache, and the DVC remote as this worker reaches it."""
     for args in (("config", "--local", "core.analytics", "false"),
                  ("config", "--local", "cache.dir", str(root / "dvc-cache")),
-                 *(("remote", "modify", "--local", remote, k, v) for k, v in options.items())):
+                 *(("remote", "modify", "--local", remote, k, v)   # url first: it sets the schema
+                   for k, v in sorted(options.items(), key=lambda kv: kv[0] != "url"))):
         proc = subprocess.run([_dvc(), *args], cwd=ws, capture_output=True, text=True)
         if proc.returncode != 0:
             raise WorkspaceError(f"dvc {' '.join(args[:3])} in {ws} failed: "
