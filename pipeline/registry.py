@@ -34,6 +34,7 @@ registered (same ``.dvc`` content) gets no new tag: ``registered`` is False
 and the existing version is returned (with ``prod`` re-assigned if it was not).
 
     python -m pipeline.registry show                # versions, metrics, prod
+    python -m pipeline.registry register --run-id R # by hand: HEAD's champion
     python -m pipeline.registry rollback v0.0.1     # prod back to v0.0.1
 """
 
@@ -205,12 +206,26 @@ def table(rows: list[dict]) -> str:
                      for line in [head, *body])
 
 
+def _card_metrics(folder: Path) -> dict:
+    """What a by-hand registration records: the model card's model and accuracies."""
+    try:
+        card = json.loads((folder / "card.json").read_text())
+        return {"model": card["model"], **{k: card["metrics"][k] for k in (
+            "val_accuracy", "test_accuracy") if k in card["metrics"]}}
+    except (OSError, ValueError, KeyError) as exc:
+        raise RegistryError(f"registry: {folder}/card.json is unreadable ({exc})") from None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pipeline.registry", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repo", type=Path, default=Path("."))
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("show", help="every version with its metrics; the prod one marked")
+    reg = sub.add_parser("register", help="register the champion committed at --ref")
+    reg.add_argument("--run-id", required=True)
+    reg.add_argument("--ref", default="HEAD")
+    reg.add_argument("--champion", default="models/champion", help="the DVC-tracked folder")
     back = sub.add_parser("rollback", help="move prod to an earlier version")
     back.add_argument("version", help="e.g. v0.0.1 (see `show`)")
     args = parser.parse_args(argv)
@@ -218,6 +233,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "show":
             rows = show(args.repo)
             print(table(rows) if rows else f"registry: no version of {ARTIFACT} is registered")
+        elif args.command == "register":
+            metrics = _card_metrics(args.repo / args.champion)
+            print(json.dumps(register(args.repo, args.champion, metrics, args.run_id, args.ref)))
         else:
             print(f"registry: {PROD} is now {args.version} ({rollback(args.repo, args.version)}); "
                   f"push it with: git push <remote> --tags")

@@ -140,7 +140,10 @@ def test_register_refuses_a_champion_that_is_not_committed(tmp_path):
 def test_rollback_to_an_unknown_version_is_a_one_line_error(tmp_path):
     repo = _repo(tmp_path)
     _publish(repo, seed=1, val_accuracy=0.95)
-    registry.register(repo, CHAMPION, {"val_accuracy": 0.95}, "run-1")
+    by_hand = sh("python", "-m", "pipeline.registry", "--repo", str(repo), "register",
+                 "--run-id", "run-1", cwd=ROOT)
+    assert json.loads(by_hand.stdout)["version_tag"] == "champion@v0.0.1"
+    assert registry.show(repo)[0]["metrics"] == {"model": "gru", "val_accuracy": 0.95}
     with pytest.raises(registry.RegistryError, match="no version v0.0.9 .have v0.0.1"):
         registry.rollback(repo, "v0.0.9")
     proc = sh("python", "-m", "pipeline.registry", "--repo", str(repo), "rollback", "v0.0.1",
