@@ -13,7 +13,8 @@ evaluate output, else ``models/champion``, the published one), or
 ``--model`` (a name from ``params.yaml``'s models = its checkpoint, a ``.keras``
 file, a folder holding ``model.keras``, or a SavedModel export), or
 ``--version champion@v0.0.2`` (a registry version, read at its git tag
-through ``dvc.api``, so it works for versions no longer in the workspace).
+through ``dvc.api``, so it works for versions no longer in the workspace;
+``champion#prod`` is the version in production).
 
 A bad file costs one line on stderr naming it; the other files are still
 predicted. Exit status: 0 all predicted, 1 some file failed, 2 no model.
@@ -55,13 +56,17 @@ def find_inputs(paths: list[Path]) -> Iterator[Path]:
         yield from found
 
 
+def _first_line(exc: Exception) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
 def _keras(path: Path) -> Callable[[np.ndarray], np.ndarray]:
     import keras
 
     try:
         net = keras.models.load_model(path)
     except Exception as exc:  # Keras raises many types for a bad file
-        raise ModelError(f"{path}: not a loadable Keras model ({str(exc).splitlines()[0]})") from None
+        raise ModelError(f"{path}: not a loadable Keras model ({_first_line(exc)})") from None
 
     def probabilities(x: np.ndarray) -> np.ndarray:
         logits = net.predict(x.astype("float32"), batch_size=1000, verbose=0)
@@ -73,28 +78,38 @@ def _keras(path: Path) -> Callable[[np.ndarray], np.ndarray]:
 def _saved_model(path: Path) -> Callable[[np.ndarray], np.ndarray]:
     import tensorflow as tf
 
-    serve = tf.saved_model.load(str(path)).signatures["serving_default"]
+    try:
+        serve = tf.saved_model.load(str(path)).signatures["serving_default"]
+    except Exception as exc:  # TF raises many types for a bad SavedModel
+        raise ModelError(f"{path}: not a loadable SavedModel ({_first_line(exc)})") from None
     return lambda x: serve(pixels=tf.constant(x, tf.float32))["probabilities"].numpy()
 
 
-def _from_registry(version: str, repo: Path) -> Callable[[np.ndarray], np.ndarray]:
-    """The champion's checkpoint as it was at a registry tag such as champion@v0.0.2."""
+def _from_registry(version: str, repo: Path) -> tuple[str, Callable[[np.ndarray], np.ndarray]]:
+    """The champion's checkpoint at a registry version (champion@v0.0.2) or in prod."""
     import dvc.api
 
+    from pipeline import registry
+
+    if version == f"{registry.ARTIFACT}#{registry.PROD}":
+        current = registry.production(repo)
+        if current is None:
+            raise ModelError(f"--version {version}: no version is in {registry.PROD}")
+        version = current["tag"]
     if "@" not in version:
-        raise ModelError(f"--version {version}: expected <artifact>@<version>, "
-                         f"e.g. champion@v0.0.2 (see `gto show`)")
+        raise ModelError(f"--version {version}: expected champion@<version> (e.g. "
+                         f"champion@v0.0.2, see `gto show`) or champion#prod")
     path = f"{CHAMPIONS[1]}/model.keras"
     try:
         with dvc.api.open(path, repo=str(repo), rev=version, mode="rb") as fh:
             data = fh.read()
     except Exception as exc:  # unknown rev, file missing at that rev, remote unreachable
         raise ModelError(f"--version {version}: cannot read {path} at that tag "
-                         f"({str(exc).splitlines()[0]})") from None
+                         f"({_first_line(exc)})") from None
     with tempfile.TemporaryDirectory() as tmp:
         local = Path(tmp) / "model.keras"
         local.write_bytes(data)
-        return _keras(local)
+        return version, _keras(local)
 
 
 def resolve(model: str | None, version: str | None = None,
@@ -102,7 +117,7 @@ def resolve(model: str | None, version: str | None = None,
     """(what was loaded, probabilities function) for the CLI's model options."""
     root = Path(root)
     if version:
-        return version, _from_registry(version, root)
+        return _from_registry(version, root)
     if model is None:
         for folder in CHAMPIONS:
             if (root / folder / "model.keras").is_file():
@@ -117,7 +132,8 @@ def resolve(model: str | None, version: str | None = None,
         return str(path / "model.keras"), _keras(path / "model.keras")
     if path.is_dir():
         # An export root (champion/ with 1/, 2/, ...) serves its highest version.
-        versions = sorted((p for p in path.iterdir() if p.name.isdigit()), key=lambda p: int(p.name))
+        versions = sorted((p for p in path.iterdir() if p.name.isdigit()),
+                          key=lambda p: int(p.name))
         path = versions[-1] if versions and not (path / "saved_model.pb").exists() else path
         if (path / "saved_model.pb").is_file():
             return str(path), _saved_model(path)
@@ -176,7 +192,8 @@ def main(argv: list[str] | None = None) -> int:
     which = parser.add_mutually_exclusive_group()
     which.add_argument("--model", help="a model name (lstm, ...), a .keras file, or a folder "
                        "with model.keras or a SavedModel (default: the champion)")
-    which.add_argument("--version", help="a registry version, e.g. champion@v0.0.2")
+    which.add_argument("--version", help="a registry version, e.g. champion@v0.0.2, "
+                       "or champion#prod for the production one")
     parser.add_argument("--json", action="store_true", help="one JSON object per line")
     args = parser.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")

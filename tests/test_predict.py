@@ -24,7 +24,8 @@ def ckpt(tmp_path_factory):
 
     keras.utils.set_random_seed(3)
     path = tmp_path_factory.mktemp("model") / "gru.keras"
-    model_lib.build(config.ModelConfig(cell="gru", units=8, layers=1), (28, 28), 10, "gru").save(path)
+    cfg = config.ModelConfig(cell="gru", units=8, layers=1)
+    model_lib.build(cfg, (28, 28), 10, "gru").save(path)
     return path
 
 
@@ -122,7 +123,8 @@ def test_a_model_file_that_is_not_a_model(good, tmp_path, capsys):
     assert len(err.strip().splitlines()) == 1
 
 
-def test_champion_by_default_then_by_name_then_the_export(ckpt, good, tmp_path, monkeypatch, capsys):
+def test_champion_by_default_then_by_name_then_the_export(ckpt, good, tmp_path, monkeypatch,
+                                                          capsys):
     monkeypatch.chdir(tmp_path)
     rc, _, err = _run(capsys, good)
     assert rc == 2 and "no champion" in err

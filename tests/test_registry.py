@@ -102,7 +102,8 @@ def test_two_publishes_show_rollback_and_consumers(tmp_path):
                                ("v0.0.1", [], "run-1", 0.95)]
     gto_show = sh("gto", "show", "champion", cwd=repo).stdout
     print(gto_show)
-    lines = {line.split("│")[2].strip(): line for line in gto_show.splitlines() if "champion" in line}
+    lines = {line.split("│")[2].strip(): line
+             for line in gto_show.splitlines() if "champion" in line}
     assert "prod" in lines["v0.0.2"] and "prod" not in lines["v0.0.1"]
     ours = sh("python", "-m", "pipeline.registry", "--repo", str(repo), "show", cwd=ROOT).stdout
     print(ours)
@@ -128,6 +129,9 @@ def test_two_publishes_show_rollback_and_consumers(tmp_path):
     direct = keras.models.load_model(tmp_path / "prod-after" / "model.keras")
     np.testing.assert_allclose(probabilities(x), keras.ops.softmax(direct(x.astype("float32")))
                                .numpy(), rtol=1e-5, atol=1e-7)
+    loaded, in_prod = predict.resolve(None, "champion#prod", root=repo)
+    assert loaded == "champion@v0.0.2"
+    assert not np.allclose(in_prod(x), probabilities(x))
 
 
 def test_register_refuses_a_champion_that_is_not_committed(tmp_path):
