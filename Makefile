@@ -5,6 +5,7 @@
 #                  (docs/pr-report.md; the pull-request workflow posts the same report)
 #   make airflow-standalone / airflow-trigger - the retraining DAG on a local Airflow
 #                  (docs/airflow.md)
+#   make pictures-accuracy - the champion (or MODEL=...) on data/pictures beside MNIST's test set
 # Both create .venv with pinned versions on first use.
 
 PYTHON ?= python3.11
@@ -70,3 +71,10 @@ lock: $(STAMP)
 
 clean-venv:
 	rm -rf $(VENV)
+
+# Accuracy on digit pictures as people make them (data/pictures, README "Using the
+# champion") beside the MNIST test set: data/raw if fetched, else the local mirror.
+.PHONY: pictures-accuracy
+pictures-accuracy: $(STAMP)
+	$(BIN)/python -m pipeline.pictures score $(if $(MODEL),--model $(MODEL)) \
+		--mnist $(or $(wildcard data/raw),$(DATA_MIRROR_DIR),data/raw)

@@ -35,6 +35,7 @@ EVAL_METRICS = Path("metrics/evaluate.json")
 CONFUSION_DIR = Path("reports/confusion")
 REPORT_FILE = Path("reports/report.md")
 CHAMPION_DIR = Path("models/best")
+EXPORT_DIR = Path("models/export")  # the champion as a TF Serving SavedModel
 RUNTIME_DIR = Path("metrics/runtime")
 
 FILE_ROLES = ("train_images", "train_labels", "test_images", "test_labels")

@@ -7,7 +7,9 @@ Outputs: ``metrics/evaluate.json`` (per model: test accuracy and loss,
 per-class precision/recall/F1, parameters, training wall time, throughput,
 best epoch; plus the champion), ``reports/confusion/<model>.csv`` (for
 ``dvc plots``), ``reports/report.md`` and ``reports/figures/``, and
-``models/best/`` (the champion's checkpoint and model card).
+``models/best/`` (the champion's checkpoint and model card) and
+``models/export/champion/1/`` (the champion as a TF Serving SavedModel that
+takes raw pixels; see ``pipeline/export.py``).
 
 The champion is chosen by *validation* accuracy, never by test accuracy:
 choosing on the test set would make its test number an optimistic estimate.
@@ -26,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline import config, report, runtime, split
+from pipeline import config, export, report, runtime, split
 from pipeline.runtime import StageError
 
 log = logging.getLogger("pipeline.evaluate")
@@ -88,7 +90,8 @@ def evaluate_model(net, x: np.ndarray, y: np.ndarray, cfg: config.EvaluateConfig
 def run(params: config.Params, split_dir: Path = config.SPLIT_DIR,
         models_dir: Path = config.MODELS_DIR, train_log_dir: Path = config.TRAIN_LOG_DIR,
         metrics_path: Path = config.EVAL_METRICS, confusion_dir: Path = config.CONFUSION_DIR,
-        report_path: Path = config.REPORT_FILE, champion_dir: Path = config.CHAMPION_DIR) -> dict:
+        report_path: Path = config.REPORT_FILE, champion_dir: Path = config.CHAMPION_DIR,
+        export_root: Path = config.EXPORT_DIR) -> dict:
     import keras
 
     x_test, y_test = split.load(split_dir, "test")
@@ -132,12 +135,14 @@ def run(params: config.Params, split_dir: Path = config.SPLIT_DIR,
         shutil.copyfile(Path(models_dir) / "checkpoints" / f"{champion}.keras", best / "model.keras")
         (best / "card.json").write_text(json.dumps(card, indent=2, default=str) + "\n")
         (best / "card.md").write_text(report.model_card(card))
+        export.from_checkpoint(best / "model.keras", scratch / "export")
         (scratch / "report.md").write_text(
             report.render(metrics, params.evaluate.reference, "figures"))
 
         _replace_dir(scratch / "confusion", Path(confusion_dir))
         _replace_dir(scratch / "figures", Path(report_path).parent / "figures")
         _replace_dir(best, Path(champion_dir))
+        _replace_dir(scratch / "export", Path(export_root))
         runtime.atomic_write_text(Path(report_path), (scratch / "report.md").read_text())
     runtime.write_json(Path(metrics_path), metrics)
     log.info("evaluate: champion %s (val %.4f)", champion, results[champion]["val_accuracy"])

@@ -43,6 +43,7 @@ def test_stage_outputs_match_the_default_paths_in_config():
     assert str(config.VALIDATION_METRICS) in paths("validate", "metrics")
     assert str(config.SPLIT_DIR) in paths("split", "outs")
     assert str(config.CHAMPION_DIR) in paths("evaluate", "outs")
+    assert str(config.EXPORT_DIR) in paths("evaluate", "outs")
     assert str(config.EVAL_METRICS) in paths("evaluate", "metrics")
     assert str(config.REPORT_FILE) in paths("evaluate", "outs")
     assert str(config.CONFUSION_DIR) in paths("evaluate", "plots")

@@ -36,6 +36,8 @@ def test_repro_runs_every_stage_and_records_it(tiny_repro):
     card = json.loads((tiny_repro / "models" / "best" / "card.json").read_text())
     assert card["model"] == metrics["champion"]
     assert len(card["git_revision"]) == 40
+    served = tiny_repro / "models" / "export" / "champion" / "1"
+    assert (served / "saved_model.pb").is_file() and (served / "variables").is_dir()
     dataset = config.load(tiny_repro / "params.yaml").dataset
     assert card["data"]["sha256"][dataset.file_name("train_images")] == dataset.sha256("train_images")
     report = (tiny_repro / "reports" / "report.md").read_text()
