@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # `make cluster-down`: stop every process of the cluster. PURGE=1 also drops
-# its PostgreSQL cluster and its state folder (git remote, S3 data, logs).
+# its PostgreSQL cluster and its state (git remote, logs, workers' files; the
+# S3 data lives in the S3 server's memory and goes with it).
 set -uo pipefail
 # shellcheck source=cluster/env.sh
 . "$(dirname "$0")/env.sh"
@@ -22,5 +23,7 @@ if [ -n "$PG_VERSION" ] && pg_lsclusters -h 2>/dev/null | awk '{print $2}' | gre
         pg_ctlcluster "$PG_VERSION" "$CLUSTER_NAME" stop 2>/dev/null
     fi
 fi
-[ "${PURGE:-0}" = 1 ] && rm -rf "$CLUSTER_DIR"
+if [ "${PURGE:-0}" = 1 ]; then   # the S3 server's environment stays: it is only software
+    find "$CLUSTER_DIR" -mindepth 1 -maxdepth 1 ! -name moto-venv -exec rm -rf {} +
+fi
 echo "cluster: down${PURGE:+ (purged)}"

@@ -75,6 +75,9 @@ worker_env() {
     export PIPELINE_DVC_REMOTE_URL="s3://$S3_BUCKET/dvc"
     export PIPELINE_DVC_REMOTE_ENDPOINTURL="$S3_ENDPOINT"
     export AWS_ACCESS_KEY_ID=cluster AWS_SECRET_ACCESS_KEY=cluster AWS_DEFAULT_REGION=us-east-1
+    # The dataset's mirror stands for the public internet, which every host reaches.
+    [ -n "${DATA_MIRROR_DIR:-}" ] && export DATA_MIRROR_DIR
+    return 0
 }
 
 start_daemon() {

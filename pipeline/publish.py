@@ -33,7 +33,7 @@ import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
-from pipeline import workspace
+from pipeline import registry, workspace
 from pipeline.orchestrate import (ParamsError, PermanentError, RemoteUnavailable, StageFailed,
                                   TransientError, command_env, dvc, error_lines,
                                   open_task_workspace, pull, push, stage_facts)
@@ -199,9 +199,18 @@ def run(record: dict, run_id: str = "manual", *, project: Path | str | None = No
     hosts = ", ".join(f"{name}@{e.get('host')}" for name, e in record["stages"].items())
     message = f"retrain {run_id}: {verdict}\n\n{scores}\n\nran on: {hosts}\n"
     commit = record_run(ws, previous, message)
-    ref = f"refs/heads/{pub.record_branch}"
+    refs = [f"{commit}:refs/heads/{pub.record_branch}"]
+    if decision == "replaced":   # a new registry version, in production from now on
+        test = metrics["models"][new["model"]]["test_accuracy"]
+        try:
+            reg = registry.register(ws, pub.champion_dir, {"model": new["model"], "val_accuracy":
+                                    new["val_accuracy"], "test_accuracy": test}, run_id, ref=commit)
+        except registry.RegistryError as exc:
+            raise StageFailed(f"publish: registering the champion failed: {exc}") from None
+        refs += [f"refs/tags/{tag}" for tag in reg["tags"]]
     for target in ("origin", *([pub.git_remote] if pub.git_remote else [])):
-        proc = subprocess.run(["git", "push", "--quiet", target, f"{commit}:{ref}"], cwd=ws,
+        # --atomic: the record, the version and the stage tag move together or not at all
+        proc = subprocess.run(["git", "push", "--quiet", "--atomic", target, *refs], cwd=ws,
                               capture_output=True, text=True, env=command_env())
         if "refusing to update checked out branch" in proc.stderr:
             raise PermanentError(f"publish: record_branch {pub.record_branch!r} is checked out "
