@@ -6,6 +6,9 @@
 #   make airflow-standalone / airflow-trigger - the retraining DAG on a local Airflow
 #                  (docs/airflow.md)
 #   make pictures-accuracy - the champion (or MODEL=...) on data/pictures beside MNIST's test set
+#   make cluster-up / cluster-trigger / cluster-down - the DAG on a real multi-worker cluster
+#                  on this machine: PostgreSQL, Redis, Celery, S3 remote (docs/airflow.md; root)
+#   make test-cluster - the cluster tests (root; .ci/run runs them after `make test`)
 # Both create .venv with pinned versions on first use.
 
 PYTHON ?= python3.11
@@ -31,7 +34,8 @@ AIRFLOW_ENV    := AIRFLOW_HOME=$(abspath .airflow) AIRFLOW__CORE__DAGS_FOLDER=$(
                   AIRFLOW__CORE__LOAD_EXAMPLES=False
 TRAINING_SLOTS ?= 2
 
-.PHONY: setup repro test test-slow diff airflow-standalone airflow-trigger lock clean-venv
+.PHONY: setup repro test test-slow test-cluster diff airflow-standalone airflow-trigger lock \
+        clean-venv cluster-up cluster-trigger cluster-down
 
 $(STAMP): requirements.txt constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -51,6 +55,9 @@ test: $(STAMP)
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -m slow
 
+test-cluster: $(STAMP)
+	$(BIN)/python -m pytest -m cluster
+
 diff: $(STAMP)
 	$(BIN)/python -m pipeline.diff --rev $(REV)
 
@@ -68,6 +75,18 @@ airflow-trigger: $(STAMP)
 
 lock: $(STAMP)
 	$(BIN)/pip freeze --exclude-editable > constraints.txt
+	$(BIN)/pip check
+
+# A real Airflow cluster on this machine (cluster/up.sh says what runs where).
+# The cluster runs the committed HEAD of this checkout: commit before cluster-trigger.
+cluster-up: $(STAMP)
+	bash cluster/up.sh
+
+cluster-trigger: $(STAMP)
+	bash cluster/trigger.sh
+
+cluster-down:
+	bash cluster/down.sh
 
 clean-venv:
 	rm -rf $(VENV)

@@ -1,55 +1,108 @@
 #!/usr/bin/env bash
-# Orchestration overhead on real MNIST: the same params run twice from fresh
-# clones of this repository, once as plain `dvc repro && dvc push` (what
-# `make repro` does) and once as a scheduled-style Airflow run (`airflow
-# standalone`: scheduler + LocalExecutor on SQLite, pool `training` of 2, run
-# started with `airflow dags trigger`, publish included).
+# Orchestration overhead: the same commit and params run three ways, one after
+# the other, each from a fresh clone of this repository:
+#   plain    `dvc repro && dvc push` (what `make repro` does)
+#   local    a triggered run of `airflow standalone` (LocalExecutor, SQLite, pool 2)
+#   cluster  a triggered run on `cluster/up.sh` (CeleryExecutor, PostgreSQL, Redis,
+#            two isolated workers, git DAG bundle, S3 remote; started before the clock)
+# and the cluster services' peak resident memory while its run goes on.
 #
-# Usage: bench/orchestration.sh [EPOCHS]     (default 2; 20 = the default params)
-# Needs the venv (make setup) and the MNIST files (DATA_MIRROR_DIR or ../shared/data/mnist).
-# Prints one line per variant: wall time in seconds.
+# Usage: bench/orchestration.sh [EPOCHS|tiny]   (default 2; tiny = the test fixture)
+# Needs the venv (make setup), root for the cluster, and for real data the MNIST
+# files (DATA_MIRROR_DIR or ../shared/data/mnist). Prints a Markdown table.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-EPOCHS=${1:-2}
+WHAT=${1:-2}
 WORK=$(mktemp -d /tmp/orchestration-bench.XXXX)
 export PATH="$ROOT/.venv/bin:$PATH" TF_CPP_MIN_LOG_LEVEL=2 GX_ANALYTICS_ENABLED=false
-export DATA_MIRROR_DIR="${DATA_MIRROR_DIR:-$ROOT/../shared/data/mnist}"
+export DATA_MIRROR_DIR="${DATA_MIRROR_DIR:-$ROOT/../shared/data/mnist}" RETRAIN_SCHEDULE=none
 
-for name in plain airflow; do
+for name in plain local cluster; do
   git clone -q "$ROOT" "$WORK/$name"
   (cd "$WORK/$name"
-   sed -i "s/^  epochs: [0-9]* /  epochs: $EPOCHS /" params.yaml
+   if [ "$WHAT" = tiny ]; then cp tests/fixtures/params-tiny.yaml params.yaml
+   else sed -i "s/^  epochs: [0-9]* /  epochs: $WHAT /" params.yaml; fi
    dvc remote modify --local storage url "$WORK/$name-remote"
-   git -c user.name=bench -c user.email=bench@localhost commit -q --allow-empty -am "bench: epochs=$EPOCHS")
+   git -c user.name=bench -c user.email=bench@localhost commit -q --allow-empty -am "bench: $WHAT")
 done
 
+wait_state() {  # wait_state: poll `airflow dags list-runs` until the run ends; print its state
+  local state
+  while :; do
+    state=$(airflow dags list-runs retrain -o plain 2>/dev/null | awk '$1 == "retrain" {print $3; exit}')
+    case "$state" in success|failed) echo "$state"; return ;; esac
+    sleep 5
+  done
+}
+
+# --- plain dvc repro -----------------------------------------------------------
 start=$(date +%s)
 (cd "$WORK/plain" && dvc repro >"$WORK/plain.log" 2>&1 && dvc push -q)
 plain=$(( $(date +%s) - start ))
 
-export AIRFLOW_HOME="$WORK/airflow-home" AIRFLOW__CORE__LOAD_EXAMPLES=False \
-       AIRFLOW__CORE__DAGS_FOLDER="$WORK/airflow/dags" PIPELINE_PROJECT_DIR="$WORK/airflow" \
-       AIRFLOW__API__PORT=8093 RETRAIN_SCHEDULE=none \
-       AIRFLOW__CORE__EXECUTION_API_SERVER_URL=http://localhost:8093/execution/
-airflow db migrate >/dev/null 2>&1
-airflow pools set training 2 "models that train at once" >/dev/null
-# Its own process group: standalone's scheduler, API server and workers must all
-# stop at the end, or they keep serving the next benchmark's tasks.
-setsid airflow standalone >"$WORK/standalone.log" 2>&1 &
-standalone=$!
-trap 'kill -- -$standalone 2>/dev/null; sleep 3; kill -9 -- -$standalone 2>/dev/null || true' EXIT
-until airflow dags list 2>/dev/null | grep -q retrain; do sleep 2; done
-airflow dags unpause retrain >/dev/null
-start=$(date +%s)
-airflow dags trigger retrain >/dev/null
-while :; do
-  state=$(airflow dags list-runs retrain -o plain 2>/dev/null | awk '$1 == "retrain" {print $3; exit}')
-  case "$state" in success|failed) break ;; esac
-  sleep 5
-done
-orchestrated=$(( $(date +%s) - start ))
+# --- LocalExecutor (airflow standalone) ------------------------------------------
+(export AIRFLOW_HOME="$WORK/airflow-home" AIRFLOW__CORE__LOAD_EXAMPLES=False \
+        AIRFLOW__CORE__DAGS_FOLDER="$WORK/local/dags" PIPELINE_PROJECT_DIR="$WORK/local" \
+        AIRFLOW__API__PORT=8093 AIRFLOW__CORE__EXECUTION_API_SERVER_URL=http://localhost:8093/execution/
+ airflow db migrate >/dev/null 2>&1
+ airflow pools set training 2 "models that train at once" >/dev/null
+ # Its own process group: everything standalone started must stop at the end.
+ setsid airflow standalone >"$WORK/standalone.log" 2>&1 &
+ standalone=$!
+ trap 'kill -- -$standalone 2>/dev/null; sleep 3; kill -9 -- -$standalone 2>/dev/null || true' EXIT
+ until airflow dags list 2>/dev/null | grep -q retrain; do sleep 2; done
+ airflow dags unpause retrain >/dev/null
+ start=$(date +%s)
+ airflow dags trigger retrain >/dev/null
+ state=$(wait_state)
+ echo "$(( $(date +%s) - start )) $state" > "$WORK/local.result")
+read -r local local_state < "$WORK/local.result"
 
-echo "epochs=$EPOCHS plain dvc repro + push: ${plain} s"
-echo "epochs=$EPOCHS airflow scheduled run (state $state): ${orchestrated} s"
-grep -h "done in" "$WORK/plain.log" | sed 's/^/plain: /'
+# --- the cluster -----------------------------------------------------------------
+export CLUSTER_DIR="$WORK/cluster-state" PROJECT_REPO="$WORK/cluster" CLUSTER_NAME=rnn-mnist-bench \
+       PG_PORT=5437 REDIS_PORT=6387 API_PORT=8087 S3_PORT=9007 GIT_PORT=9427 LOG_PORT_BASE=8797 \
+       MOTO_VENV="$ROOT/.cluster/moto-venv"
+trap 'bash "$ROOT/cluster/down.sh" >/dev/null 2>&1; PURGE=1 bash "$ROOT/cluster/down.sh" >/dev/null 2>&1' EXIT
+bash "$ROOT/cluster/up.sh" >"$WORK/cluster-up.log" 2>&1
+. "$ROOT/cluster/env.sh"
+airflow_env "$CLUSTER_DIR/airflow/admin"
+# Peak resident memory of each service (its whole process tree, tasks excluded
+# for the workers: their training processes are the pipeline, not the service).
+sample() {
+  while :; do
+    for name in api-server scheduler dag-processor redis s3 git-daemon worker-a worker-b; do
+      pid=$(cat "$CLUSTER_DIR/run/$name.pid" 2>/dev/null) || continue
+      rss=$(ps -o rss= --ppid "$pid" -p "$pid" 2>/dev/null | awk '{s += $1} END {print s + 0}')
+      echo "$name $rss"
+    done
+    echo "postgresql $(ps -u postgres -o rss= | awk '{s += $1} END {print s + 0}')"
+    sleep 2
+  done
+}
+sample > "$WORK/memory.log" &
+sampler=$!
+start=$(date +%s)
+bash "$ROOT/cluster/trigger.sh" >/dev/null 2>&1
+cluster_state=$(wait_state)
+cluster=$(( $(date +%s) - start ))
+kill "$sampler"
+hosts=$(psql "postgresql://airflow:airflow@127.0.0.1:$PG_PORT/airflow" -qAt -c \
+  "select string_agg(distinct hostname, ', ') from task_instance" 2>/dev/null || echo "?")
+
+cpu=$(lscpu | sed -n 's/^Model name: *//p' | head -1)
+echo "## Orchestration on $(nproc) cores of $cpu, params: $WHAT ($(date -u +%F))"
+echo
+echo "| variant | wall time | state |"
+echo "|---|---|---|"
+echo "| plain \`dvc repro && dvc push\` | ${plain} s | success |"
+echo "| LocalExecutor (\`airflow standalone\`) | ${local} s | $local_state |"
+echo "| CeleryExecutor cluster, 2 isolated workers ($hosts) | ${cluster} s | $cluster_state |"
+echo
+echo "Peak resident memory of the cluster's services during its run:"
+echo
+echo "| service | peak RSS |"
+echo "|---|---|"
+awk '{ if ($2 > peak[$1]) peak[$1] = $2 } END { for (s in peak) printf "| %s | %.0f MiB |\n", s, peak[s] / 1024 }' \
+  "$WORK/memory.log" | sort
+echo
 echo "work dir: $WORK"

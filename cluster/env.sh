@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Settings of the one-machine cluster (sourced by up.sh, down.sh, worker.sh and
 # trigger.sh). Every value can be overridden from the environment; tests give
 # the cluster a folder and ports of its own so it never meets a user's.
@@ -11,6 +12,7 @@
 #                            namespace: own hostname, own files, no shared disk
 
 : "${REPO_ROOT:=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)}"
+: "${PROJECT_REPO:=$REPO_ROOT}"                # whose HEAD becomes main on the git remote
 : "${CLUSTER_DIR:=$REPO_ROOT/.cluster}"        # state: logs, pid files, homes, the git remote
 : "${CLUSTER_NAME:=rnn-mnist}"                 # PostgreSQL cluster name (pg_lsclusters)
 : "${PG_PORT:=5433}"
@@ -32,7 +34,8 @@ S3_BUCKET=rnn-mnist
 GIT_REPO_NAME=rnn-mnist.git
 
 export REPO_ROOT CLUSTER_DIR VENV
-PG_VERSION=$(ls /usr/lib/postgresql 2>/dev/null | sort -n | tail -1)
+PG_VERSION=$(find /usr/lib/postgresql -mindepth 1 -maxdepth 1 -printf "%f\n" 2>/dev/null | sort -n | tail -1)
+export PG_VERSION
 PG_URL="postgresql+psycopg2://airflow:airflow@127.0.0.1:$PG_PORT/airflow"
 
 # One fixed secret each, generated once: every component must agree on them.

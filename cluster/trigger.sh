@@ -4,7 +4,7 @@
 set -euo pipefail
 # shellcheck source=cluster/env.sh
 . "$(dirname "$0")/env.sh"
-git -C "$REPO_ROOT" push -q --force "$CLUSTER_DIR/git/$GIT_REPO_NAME" HEAD:refs/heads/main
+git -C "$PROJECT_REPO" push -q --force "$CLUSTER_DIR/git/$GIT_REPO_NAME" HEAD:refs/heads/main
 airflow_env "$CLUSTER_DIR/airflow/admin"
 wait_for "the DAG retrain" 180 bash -c 'airflow dags list -o plain 2>/dev/null | grep -q "^retrain"'
 airflow dags unpause retrain >/dev/null

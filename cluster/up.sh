@@ -19,7 +19,7 @@ install_packages() {
     if [ ${#missing[@]} -gt 0 ]; then
         echo "cluster: installing ${missing[*]} (Debian packages)"
         apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
-        PG_VERSION=$(ls /usr/lib/postgresql | sort -n | tail -1)
+        PG_VERSION=$(find /usr/lib/postgresql -mindepth 1 -maxdepth 1 -printf "%f\n" | sort -n | tail -1)
     fi
     if [ ! -x "$MOTO_VENV/bin/moto_server" ]; then
         echo "cluster: creating the S3 server's own environment ($MOTO_VENV)"
@@ -53,7 +53,7 @@ start_redis() {
 start_git_remote() {
     local bare="$CLUSTER_DIR/git/$GIT_REPO_NAME"
     [ -d "$bare" ] || git init -q --bare -b main "$bare"
-    git -C "$REPO_ROOT" push -q --force "$bare" HEAD:refs/heads/main
+    git -C "$PROJECT_REPO" push -q --force "$bare" HEAD:refs/heads/main
     running git-daemon || start_daemon git-daemon git daemon --reuseaddr --export-all \
         --enable=receive-pack --listen=127.0.0.1 --port="$GIT_PORT" --base-path="$CLUSTER_DIR/git" \
         "$CLUSTER_DIR/git"

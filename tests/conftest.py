@@ -96,3 +96,15 @@ def copy_project(src: Path, dest: Path) -> Path:
     if remote.exists():
         shutil.copytree(remote, dest.parent / f"{dest.name}-remote")
     return dest
+
+
+def remote_holds_everything(repo: Path, **env: str) -> bool:
+    """`dvc status --cloud`: every output that dvc.lock and the .dvc files name is in the
+    remote ("deleted" = in the remote, not in this clone's empty cache; "new" or
+    "missing" = not in the remote)."""
+    import json
+
+    status = json.loads(sh("dvc", "status", "--cloud", "--json", cwd=repo, **env).stdout or "{}")
+    missing = {path: what for path, what in status.items() if what not in ("deleted",)}
+    assert not missing, f"not in the DVC remote: {missing}"
+    return True

@@ -1,8 +1,10 @@
-"""What the DAG's tasks do (pipeline/orchestrate.py, pipeline/publish.py), on real DVC projects.
+"""What the DAG's tasks do (pipeline/orchestrate.py, workspace.py, publish.py), on real DVC.
 
-The headline test trains the four models two at a time, as the Airflow pool
-does, and checks that the trainings overlapped, all succeeded, and that
-dvc.lock records them exactly as a plain `dvc repro` does.
+Every task works in a private clone of the run's commit and hands on a record
+(dvc.lock entries and small outputs); data goes through the DVC remote. These
+tests run stages and publish by hand, as Airflow's workers do, and check that
+the project checkout is never written, that records chain, that unchanged
+stages are skipped, and how failures are sorted for the retry policy.
 """
 
 from __future__ import annotations
@@ -10,20 +12,16 @@ from __future__ import annotations
 import json
 import shutil
 import signal
-import subprocess
-import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 import yaml
-import zc.lockfile
 
-from conftest import copy_project, make_project, sh, tool_env
-from pipeline import orchestrate, publish
-from pipeline.orchestrate import (DataValidationError, LockBusy, MirrorUnavailable, ParamsError,
-                                  StageFailed, TransientError)
+from conftest import copy_project, make_project, remote_holds_everything, sh, tool_env
+from pipeline import orchestrate, publish, workspace
+from pipeline.orchestrate import (DataValidationError, MirrorUnavailable, ParamsError,
+                                  RemoteUnavailable, StageFailed)
 
 MODELS = ("rnn", "lstm", "gru", "bilstm")  # tests/fixtures/params-tiny.yaml
 
@@ -34,80 +32,77 @@ def env():
     with pytest.MonkeyPatch.context() as mp:
         for key, value in tool_env().items():
             mp.setenv(key, value)
-        mp.delenv("DATA_MIRROR_DIR", raising=False)
+        for key in ("DATA_MIRROR_DIR", "PIPELINE_WORK_DIR", "PIPELINE_DVC_REMOTE_URL"):
+            mp.delenv(key, raising=False)
         yield
 
 
 @pytest.fixture(scope="module")
-def split_project(tmp_path_factory, env) -> Path:
-    """A project where fetch, validate and split ran through run_stage."""
+def chain(tmp_path_factory, env) -> tuple[Path, dict]:
+    """A fresh project and the records of fetch -> validate -> split, run by hand."""
     project = make_project(tmp_path_factory.mktemp("orchestrate") / "project")
-    outcomes = [orchestrate.run_stage(project, s)["outcome"] for s in ("fetch", "validate", "split")]
-    assert outcomes == ["ran", "ran", "ran"]
-    return project
+    record = None
+    for stage in ("fetch", "validate", "split"):
+        record = orchestrate.run_stage(stage, record, run_id="r1", project=project)
+    return project, record
 
 
-def lock_stages(project: Path) -> dict:
-    return yaml.safe_load((project / "dvc.lock").read_text())["stages"]
+def test_each_stage_runs_in_a_clone_and_hands_on_a_record(chain):
+    project, record = chain
+    head = sh("git", "rev-parse", "HEAD", cwd=project).stdout.strip()
+    assert (record["git_url"], record["commit"]) == (str(project), head)
+    assert list(record["stages"]) == ["fetch", "validate", "split"]
+    assert {e["outcome"] for e in record["stages"].values()} == {"ran"}
+    assert record["models"] == list(MODELS)
+    assert record["stages"]["split"]["lock"]["outs"][0]["path"] == "data/split"
+    # the checkout is never written; the clones are gone; the data is in the DVC remote
+    assert not (project / "dvc.lock").exists() and not (project / "data" / "raw").exists()
+    assert not list((project / "tmp" / "workspaces").glob("*/*/.git"))
+    assert sh("git", "status", "--porcelain", cwd=project).stdout == ""
+    remote = project.parent / "project-remote"
+    assert any(remote.rglob("*")), "nothing was pushed"
 
 
-def test_an_unchanged_stage_is_skipped(split_project):
-    result = orchestrate.run_stage(split_project, "fetch")
-    assert result["outcome"] == "unchanged"
+def test_a_stage_recorded_in_the_commit_is_skipped(tiny_repro, tmp_path, env):
+    project = copy_project(tiny_repro, tmp_path / "p")
+    sh("dvc", "push", cwd=project)
+    record = orchestrate.run_stage("split", None, run_id="again", project=project)
+    assert record["stages"]["split"]["outcome"] == "unchanged"
+    locked = yaml.safe_load((project / "dvc.lock").read_text())["stages"]["split"]
+    assert record["stages"]["split"]["lock"] == locked
 
 
-def test_overlapping_trainings_all_succeed_and_are_recorded(split_project, tiny_repro, tmp_path):
-    project = copy_project(split_project, tmp_path / "p")
-
-    def train(model):  # what one `train` task instance runs
-        proc = subprocess.run([sys.executable, "-m", "pipeline.orchestrate", "train", model],
-                              cwd=project, env=tool_env(), capture_output=True, text=True)
-        assert proc.returncode == 0, proc.stderr[-3000:]
-        return json.loads(proc.stdout)
-
-    with ThreadPoolExecutor(max_workers=2) as pool:  # the `training` pool's default size
-        results = list(pool.map(train, MODELS))
-
-    assert [r["outcome"] for r in results] == ["ran"] * 4
-    overlapping = [(a["stage"], b["stage"]) for i, a in enumerate(results) for b in results[i + 1:]
-                   if max(a["started"], b["started"]) < min(a["finished"], b["finished"])]
-    assert overlapping, results
-    stages = lock_stages(project)
-    reference = lock_stages(tiny_repro)  # the same project after a plain `dvc repro`
-    for model in MODELS:
-        ours, plain = stages[f"train@{model}"], reference[f"train@{model}"]
-        assert ours["cmd"] == plain["cmd"] and ours["deps"] == plain["deps"]
-        assert ours["params"] == plain["params"]
-        assert [o["path"] for o in ours["outs"]] == [o["path"] for o in plain["outs"]]
-        assert (project / "models" / "checkpoints" / f"{model}.keras").exists()
-    status = json.loads(sh("dvc", "status", "--json", cwd=project).stdout)
-    assert sorted(status) == ["evaluate"]  # every training is recorded; evaluate is next
-    assert not any((project / orchestrate.WORKSPACES).iterdir())  # workspaces cleaned up
-    again = orchestrate.train(project, "gru")
-    assert again["outcome"] == "unchanged"
+def test_records_merge_only_from_one_commit(chain):
+    _, record = chain
+    other = {**record, "commit": "0" * 40}
+    with pytest.raises(workspace.WorkspaceError, match="different commits"):
+        workspace.merge([record, other])
+    assert workspace.merge([record, record]) == {k: record[k] for k in ("git_url", "commit",
+                                                                          "stages")}
 
 
-def test_a_busy_dvc_lock_is_transient(split_project, monkeypatch):
-    monkeypatch.setattr(orchestrate, "STAGE_LOCK_WAIT_S", 1.0)
-    held = zc.lockfile.LockFile(str(split_project / ".dvc" / "tmp" / "lock"))
-    try:
-        with pytest.raises(LockBusy, match="lock") as err:
-            orchestrate.run_stage(split_project, "split")
-        assert isinstance(err.value, TransientError)
-    finally:
-        held.close()
-    assert orchestrate.run_stage(split_project, "split")["outcome"] == "unchanged"
-
-
-def test_failed_validation_is_permanent_and_names_the_expectation(split_project, tmp_path):
-    project = copy_project(split_project, tmp_path / "p")
+def test_failed_validation_is_permanent_and_names_the_expectation(chain, tmp_path):
+    project, record = chain
+    project = copy_project(project, tmp_path / "p")
     params = project / "params.yaml"
     params.write_text(params.read_text().replace("class_share_max: 0.25", "class_share_max: 0.12"))
+    sh("git", "commit", "-qam", "tighter bounds", cwd=project)
+    fetched = orchestrate.run_stage("fetch", None, run_id="bad", project=project)
     with pytest.raises(DataValidationError) as err:
-        orchestrate.run_stage(project, "validate")
+        orchestrate.run_stage("validate", fetched, run_id="bad", project=project)
     message = str(err.value)
     assert message.startswith("validate: the raw data failed validation (not retried")
     assert "validate: error: 1 of" in message and "class_share" in message
+
+
+def test_an_unreachable_dvc_remote_is_transient_and_says_so(chain, tmp_path, monkeypatch):
+    project, _ = chain
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the remote's folder should be")
+    monkeypatch.setenv("PIPELINE_DVC_REMOTE_URL", str(blocker / "remote"))
+    with pytest.raises(RemoteUnavailable) as err:
+        orchestrate.run_stage("fetch", None, run_id="down", project=project)
+    assert "DVC remote 'storage' (retried later)" in str(err.value)
 
 
 @pytest.mark.parametrize("stage, output, kind, shown", [
@@ -139,56 +134,74 @@ def test_champion_decision(new, old, margin, same, decision):
     assert publish.decide(new, old, margin, same) == decision
 
 
-def test_publish_replaces_then_keeps_the_champion(tiny_repro, tmp_path, env):
+@pytest.fixture
+def finished(tiny_repro, tmp_path, env) -> tuple[Path, dict]:
+    """A reproduced project, pushed, and the record its tasks would have handed on."""
     project = copy_project(tiny_repro, tmp_path / "p")
-    records = tmp_path / "records.git"
-    sh("git", "init", "-q", "--bare", str(records), cwd=tmp_path)
-    sh("git", "remote", "add", "records", str(records), cwd=project)
-    params = project / "params.yaml"
-    params.write_text(params.read_text().replace("git_remote: null", "git_remote: records"))
-    sh("git", "commit", "-qam", "push run records", cwd=project)
-    head = sh("git", "rev-parse", "HEAD", cwd=project).stdout
+    sh("dvc", "push", cwd=project)
+    source = workspace.Source(str(project), sh("git", "rev-parse", "HEAD", cwd=project).stdout
+                              .strip())
+    record: dict = {}
+    for stage in orchestrate.stage_facts(project, "evaluate")["order"]:
+        facts = orchestrate.stage_facts(project, stage)
+        record = workspace.capture(project, stage, facts["uncached"], source, record,
+                                   outcome="ran", seconds=0.0)
+    return project, record
 
-    first = publish.run(project, run_id="run-1")
-    best = json.loads((project / "models/best/card.json").read_text())
-    assert first["decision"] == "replaced" and first["champion"]["model"] == best["model"]
-    champion = project / "models" / "champion"
-    assert (champion / "model.keras").read_bytes() == (project / "models/best/model.keras").read_bytes()
-    assert json.loads((champion / "published.json").read_text())["run_id"] == "run-1"
-    assert (project / "models" / "champion.dvc").exists()
-    # tracked storage: the remote holds the champion, checkpoints and data
-    assert "in sync" in sh("dvc", "status", "--cloud", cwd=project).stdout
-    # the run record: a commit on the record branch, pushed; HEAD is untouched
-    assert sh("git", "rev-parse", "HEAD", cwd=project).stdout == head
+
+def test_publish_replaces_registers_and_then_keeps_the_champion(finished, tmp_path):
+    project, record = finished
+    first = publish.run(record, "run-1", project=project)
+    assert first["decision"] == "replaced"
     tip = sh("git", "rev-parse", "pipeline-runs", cwd=project).stdout.strip()
     assert tip == first["record_commit"]
-    assert sh("git", "rev-parse", "pipeline-runs", cwd=records).stdout.strip() == tip
-    for path in ("dvc.lock", "metrics/evaluate.json", "reports/report.md", "models/champion.dvc"):
-        recorded = sh("git", "show", f"pipeline-runs:{path}", cwd=project).stdout
-        assert recorded == (project / path).read_text(), path
-    assert "champion replaced" in sh("git", "log", "-1", "--format=%B", tip, cwd=project).stdout
+    best = json.loads((project / "models/best/card.json").read_text())
+    assert "champion replaced: " + best["model"] in sh(
+        "git", "log", "-1", "--format=%B", tip, cwd=project).stdout
+    for path in ("dvc.lock", "metrics/evaluate.json", "reports/report.md"):
+        assert sh("git", "show", f"pipeline-runs:{path}", cwd=project).stdout == \
+            (project / path).read_text(), path
+    tags = sh("git", "tag", cwd=project).stdout.split()
+    assert tags == ["champion#prod#1", "champion@v0.0.1"]
+    # the remote holds the champion: a fresh clone of the record gets it back
+    clone = tmp_path / "clone"
+    sh("git", "clone", "-q", "--branch", "pipeline-runs", str(project), str(clone), cwd=tmp_path)
+    sh("dvc", "remote", "modify", "--local", "storage", "url",
+       str(project.parent / "p-remote"), cwd=clone)
+    assert remote_holds_everything(clone)
+    sh("dvc", "pull", "models/champion.dvc", cwd=clone)
+    assert (clone / "models/champion/model.keras").read_bytes() == \
+        (project / "models/best/model.keras").read_bytes()
     # a retry of the same run reuses its record
-    assert publish.run(project, run_id="run-1")["record_commit"] == tip
+    assert publish.run(record, "run-1", project=project)["record_commit"] == tip
 
-    # Publish a better model by hand: the pipeline's own best must not replace it.
+    # Someone publishes a better model by hand: this run's best must not replace it.
     rival = next(m for m in MODELS if m != best["model"])
+    champion = clone / "models" / "champion"
     shutil.copyfile(project / "models/checkpoints" / f"{rival}.keras", champion / "model.keras")
     card = json.loads((champion / "card.json").read_text())
     card.update(model=rival, metrics={**card["metrics"], "val_accuracy": 0.999})
     (champion / "card.json").write_text(json.dumps(card))
-    before = {p.name: p.read_bytes() for p in champion.iterdir()}
-    kept = publish.run(project, run_id="run-2")
+    sh("dvc", "add", "models/champion", cwd=clone)
+    sh("dvc", "push", "models/champion.dvc", cwd=clone)
+    sh("git", "commit", "-qam", "hand-published champion", cwd=clone)
+    sh("git", "push", "-q", "origin", "pipeline-runs", cwd=clone)
+    hand = sh("git", "rev-parse", "HEAD", cwd=clone).stdout.strip()
+
+    kept = publish.run(record, "run-2", project=project)
     assert kept["decision"] == "kept" and kept["champion"] == {"model": rival, "val_accuracy": 0.999}
-    assert {p.name: p.read_bytes() for p in champion.iterdir()} == before
     message = sh("git", "log", "-1", "--format=%B", "pipeline-runs", cwd=project).stdout
     assert message.startswith("retrain run-2: champion kept: " + rival)
-    assert sh("git", "rev-parse", "pipeline-runs~1", cwd=project).stdout.strip() == tip
+    assert sh("git", "rev-parse", "pipeline-runs~1", cwd=project).stdout.strip() == hand
+    assert sh("git", "tag", cwd=project).stdout.split() == tags   # nothing registered
 
 
-def test_publish_refuses_an_incomplete_pipeline(split_project):
-    with pytest.raises(StageFailed, match="not up to date"):
-        publish.run(split_project, run_id="r")
-    assert not (split_project / "models" / "champion").exists()
+def test_publish_refuses_an_incomplete_run(finished):
+    project, record = finished
+    partial = {**record, "stages": {k: v for k, v in record["stages"].items() if k != "evaluate"}}
+    with pytest.raises(StageFailed, match="did not record evaluate"):
+        publish.run(partial, "r", project=project)
+    assert not sh("git", "branch", "--list", "pipeline-runs", cwd=project).stdout
 
 
 def test_a_task_timeout_stops_the_stage_and_its_children(tmp_path):

@@ -1,0 +1,163 @@
+"""The DAG on a real cluster whose workers share nothing (cluster/up.sh).
+
+PostgreSQL, Redis, Airflow's api-server, scheduler and dag-processor, two
+Celery workers isolated in mount and UTS namespaces, a git daemon as the git
+remote and a moto S3 server as the DVC remote, all started for real on this
+machine. The DAG comes from the git remote (GitDagBundle) at the pushed
+commit, on the tiny fixture. Needs root (namespaces, Debian packages):
+`make test-cluster`; `.ci/run` runs it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+
+import pytest
+import yaml
+
+from cluster_harness import Cluster
+from conftest import make_project, remote_holds_everything, sh
+
+pytestmark = [pytest.mark.cluster,
+              pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("unshare"),
+                                 reason="the cluster needs root and unshare")]
+WORKERS = {"worker-a", "worker-b"}
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    base = tmp_path_factory.mktemp("cluster")
+    project = make_project(base / "project")
+    cluster = Cluster(base / "state", project)
+    cluster.down()  # a cluster left over by an interrupted session
+    try:
+        cluster.up()
+        yield cluster
+    finally:
+        cluster.down()
+
+
+def remote_ref(cluster: Cluster, ref: str) -> str:
+    out = sh("git", "ls-remote", cluster.git_url, ref, cwd=cluster.project).stdout.split()
+    return out[0] if out else ""
+
+
+def record_clone(cluster: Cluster, dest) -> object:
+    """The run record from the git remote, wired to the S3 remote (directly, not the relay)."""
+    sh("git", "clone", "-q", "--branch", "pipeline-runs", cluster.git_url, str(dest),
+       cwd=cluster.project)
+    for key, value in (("url", "s3://rnn-mnist/dvc"),
+                       ("endpointurl", f"http://127.0.0.1:{cluster.s3_port}")):
+        sh("dvc", "remote", "modify", "--local", "storage", key, value, cwd=dest)
+    return dest
+
+
+S3_ENV = {"AWS_ACCESS_KEY_ID": "cluster", "AWS_SECRET_ACCESS_KEY": "cluster",
+          "AWS_DEFAULT_REGION": "us-east-1"}
+
+
+def new_commit(cluster: Cluster, seed: int) -> None:
+    """A params change that makes every training run again."""
+    params = cluster.project / "params.yaml"
+    raw = yaml.safe_load(params.read_text())
+    old = raw["train"]["seed"]
+    params.write_text(params.read_text().replace(f"seed: {old}", f"seed: {seed}", 1))
+    sh("git", "commit", "-qam", f"seed {seed}", cwd=cluster.project)
+
+
+@pytest.fixture(scope="module")
+def first_run(cluster):
+    cluster.trigger("first")
+    assert cluster.wait_run("first") == "success", cluster.describe()
+    return cluster.tasks("first")
+
+
+def test_a_run_spreads_over_both_workers_and_trainings_overlap(first_run):
+    assert {t["state"] for t in first_run} == {"success"}, first_run
+    assert {t["host"] for t in first_run} == WORKERS
+    trains = [t for t in first_run if t["task"] == "train"]
+    assert len(trains) == 4
+    overlapping = [(a, b) for a in trains for b in trains
+                   if a["host"] != b["host"] and a["start"] < b["end"] and b["start"] < a["end"]]
+    assert overlapping, "no two trainings ran at once on different workers"
+
+
+def test_the_record_is_on_the_git_remote_and_the_s3_remote_holds_everything(
+        first_run, cluster, tiny_repro, tmp_path):
+    record = record_clone(cluster, tmp_path / "record")
+    assert remote_holds_everything(record, **S3_ENV)
+    sh("dvc", "pull", cwd=record, **S3_ENV)
+    assert "up to date" in sh("dvc", "status", cwd=record).stdout
+    ours = yaml.safe_load((record / "dvc.lock").read_text())["stages"]
+    plain = yaml.safe_load((tiny_repro / "dvc.lock").read_text())["stages"]
+    assert list(ours) == list(plain)
+    for stage in plain:   # the same code, params, data, checkpoints as a plain `dvc repro`
+        assert ours[stage]["deps"] == plain[stage]["deps"], stage
+        cached = {o["path"]: o["md5"] for o in ours[stage]["outs"]
+                  if o["path"].startswith(("data/", "models/checkpoints/"))}
+        assert cached == {o["path"]: o["md5"] for o in plain[stage]["outs"] if o["path"] in cached}
+    message = sh("git", "log", "-1", "--format=%B", "HEAD", cwd=record).stdout
+    assert "retrain first: champion replaced" in message
+    assert "worker-a" in message and "worker-b" in message
+    # the champion is published and registered as the production version
+    card = json.loads((record / "models/champion/card.json").read_text())
+    assert card["model"] == json.loads((record / "metrics/evaluate.json").read_text())["champion"]
+    assert remote_ref(cluster, "refs/tags/champion@v0.0.1")
+    assert remote_ref(cluster, "refs/tags/champion#prod#1")
+
+
+def test_a_killed_worker_s_training_finishes_on_the_other(first_run, cluster, tmp_path):
+    new_commit(cluster, seed=7)
+    before = remote_ref(cluster, "refs/heads/pipeline-runs")
+    cluster.trigger("killed")
+    running = cluster.wait("a training to start", 300, lambda: [
+        t for t in cluster.tasks("killed") if t["task"] == "train" and t["state"] == "running"])
+    victim = running[0]
+    cluster.wait("the training to get going", 60, lambda: "train@" in cluster.task_log(
+        victim["host"], "killed", "train", 1, int(_index(cluster, "killed", victim))), every=1)
+    assert cluster.kill_worker(victim["host"]) > 0
+    assert remote_ref(cluster, "refs/heads/pipeline-runs") == before  # champion untouched
+    try:
+        assert cluster.wait_run("killed", 900) == "success", cluster.describe()
+    finally:
+        cluster.script("up.sh")   # the worker back, for the tests after this one
+    tasks = cluster.tasks("killed")
+    retried = [t for t in tasks if t["task"] == "train" and t["index"] == victim["index"]][0]
+    assert retried["try"] >= 2 and retried["host"] != victim["host"], retried
+    record = record_clone(cluster, tmp_path / "record")
+    assert remote_holds_everything(record, **S3_ENV)
+    assert sh("git", "rev-parse", "HEAD~1", cwd=record).stdout.strip() == before
+    assert "retrain killed:" in sh("git", "log", "-1", "--format=%s", cwd=record).stdout
+
+
+def test_the_s3_remote_down_is_retried_and_the_champion_never_half_changes(
+        first_run, cluster, tmp_path):
+    new_commit(cluster, seed=11)
+    before = remote_ref(cluster, "refs/heads/pipeline-runs")
+    cluster.trigger("s3-down")
+    cluster.wait("validate to finish", 300, lambda: any(
+        t["task"] == "validate" and t["state"] == "success" for t in cluster.tasks("s3-down")))
+    cluster.proxy.down()
+    try:
+        failed = cluster.wait("a task to fail on the S3 remote", 300, lambda: [
+            t for t in cluster.tasks("s3-down") if t["state"] == "up_for_retry"
+            or (t["try"] or 0) >= 2])
+        assert remote_ref(cluster, "refs/heads/pipeline-runs") == before
+    finally:
+        cluster.proxy.up()
+    task = failed[0]
+    log = cluster.task_log(task["host"], "s3-down", task["task"], 1)
+    assert "DVC remote 'storage'" in log and "retried later" in log, log[-3000:]
+    assert cluster.wait_run("s3-down", 600) == "success", cluster.describe()
+    record = record_clone(cluster, tmp_path / "record")
+    assert remote_holds_everything(record, **S3_ENV)
+    assert sh("git", "rev-parse", "HEAD~1", cwd=record).stdout.strip() == before
+
+
+def _index(cluster: Cluster, run_id: str, ti: dict) -> int:
+    rows = cluster.query("SELECT map_index FROM task_instance WHERE dag_id = 'retrain' AND "
+                         "run_id = %s AND task_id = 'train' AND rendered_map_index = %s",
+                         run_id, ti["index"])
+    return rows[0][0]
