@@ -146,7 +146,7 @@ class Paired:
         verdict = ("significant" if self.significant else "within noise")
         net = f"{self.net:+d}" if self.net else "±0"
         return (f"{net} image{'s' * (abs(self.net) != 1)} ({self.fixed} fixed, "
-                f"{self.broken} broken), p = {fmt_p(self.p_value)}: {verdict}")
+                f"{self.broken} broken), {p_text(self.p_value)}: {verdict}")
 
 
 def paired(y_true: Sequence[int], old_pred: Sequence[int], new_pred: Sequence[int]) -> Paired:
@@ -185,3 +185,8 @@ def fmt_p(p: float) -> str:
     if p < 0.001:
         return "< 0.001"
     return f"{p:.2g}" if p < 0.1 else f"{p:.2f}"
+
+
+def p_text(p: float) -> str:
+    """``p = 0.45`` or ``p < 0.001``."""
+    return f"p {fmt_p(p)}" if p < 0.001 else f"p = {fmt_p(p)}"

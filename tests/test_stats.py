@@ -81,3 +81,4 @@ def test_significantly_better_needs_a_gain_and_a_small_p():
 def test_p_values_read_as_people_write_them():
     assert [stats.fmt_p(p) for p in (0.453125, 0.03125, 0.0042, 0.0001)] == \
         ["0.45", "0.031", "0.0042", "< 0.001"]
+    assert stats.p_text(0.0001) == "p < 0.001" and stats.p_text(0.45) == "p = 0.45"
