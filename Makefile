@@ -3,6 +3,8 @@
 #   make test    - the test suite (offline, tiny fixture; `make test-slow` adds full-data runs)
 #   make diff    - what the workspace changed vs REV (default main): reports/diff/report.md
 #                  (docs/pr-report.md; the pull-request workflow posts the same report)
+#   make seeds N=3 - N seeds of every model as DVC experiments: metrics/seeds.json and
+#                  reports/seeds.md (mean ± std and min per model, beside the references)
 #   make airflow-standalone / airflow-trigger - the retraining DAG on a local Airflow
 #                  (docs/airflow.md)
 # Both create .venv with pinned versions on first use.
@@ -21,6 +23,7 @@ export GX_ANALYTICS_ENABLED ?= false
 export DATA_MIRROR_DIR ?= $(if $(wildcard ../shared/data/mnist/*.gz),$(abspath ../shared/data/mnist),)
 
 REV ?= main
+N   ?= 3
 
 # Local Airflow (docs/airflow.md): its SQLite DB, logs and generated admin password
 # live in .airflow/; the DAG folder is this checkout's dags/. TRAINING_SLOTS is the
@@ -30,7 +33,7 @@ AIRFLOW_ENV    := AIRFLOW_HOME=$(abspath .airflow) AIRFLOW__CORE__DAGS_FOLDER=$(
                   AIRFLOW__CORE__LOAD_EXAMPLES=False
 TRAINING_SLOTS ?= 2
 
-.PHONY: setup repro test test-slow diff airflow-standalone airflow-trigger lock clean-venv
+.PHONY: setup repro test test-slow diff seeds airflow-standalone airflow-trigger lock clean-venv
 
 $(STAMP): requirements.txt constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -52,6 +55,9 @@ test-slow: $(STAMP)
 
 diff: $(STAMP)
 	$(BIN)/python -m pipeline.diff --rev $(REV)
+
+seeds: $(STAMP)
+	$(BIN)/python -m pipeline.seeds --n $(N)
 
 airflow-standalone: $(STAMP)
 	$(AIRFLOW_ENV) $(BIN)/airflow db migrate
