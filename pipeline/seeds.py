@@ -145,6 +145,7 @@ def run(n: int, project: Path = Path("."), first: int | None = None,
     seeds = seed_list(params.train.seed if first is None else first, n)
     per_seed = {seed: run_seed(seed, project) for seed in seeds}
     summary = summarise(per_seed)
+    summary = {n: summary[n] for n in [*params.models, *sorted(summary)] if n in summary}
     record = {"dataset": params.fetch.dataset, "seeds": seeds, "summary": summary,
               "per_seed": {str(s): {name: {k: m[k] for k in ("val_accuracy", "test_accuracy")}
                                     for name, m in metrics["models"].items()}
