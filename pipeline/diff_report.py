@@ -146,9 +146,19 @@ def stage_changes(old_lock: dict | None, new_lock: dict | None,
             if deps:
                 why.append("deps " + _some(deps))
             if not why:
-                why.append("outputs only (rerun with unchanged inputs, e.g. `dvc repro -f`)")
+                why.append(_same_inputs(before, entry))
         reran.append({"stage": name, "why": why, "committed": head.get(name) == entry})
     return {"reran": reran, "removed": [n for n in old if n not in new], "unchanged": unchanged}
+
+
+def _same_inputs(before: dict, entry: dict) -> str:
+    """Why an entry with unchanged inputs differs: often only its timing record (another
+    machine, `dvc repro -f`), which is not a change of its results."""
+    o_old, o_new = _by_path(before.get("outs")), _by_path(entry.get("outs"))
+    differ = sorted(p for p in set(o_old) | set(o_new) if o_old.get(p) != o_new.get(p))
+    if differ and all(p.startswith(config.RUNTIME_DIR.as_posix() + "/") for p in differ):
+        return "inputs unchanged; data outputs identical (only its timing record differs)"
+    return "outputs only (rerun with unchanged inputs, e.g. `dvc repro -f`)"
 
 
 def _some(items: list[str], limit: int = 4) -> str:

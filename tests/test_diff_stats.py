@@ -79,3 +79,15 @@ def test_different_kinds_of_machine_are_said_plainly():
     text = diff_report.render(_comparison(0.9, 0.9, {}, machines=(intel, amd)), "main")
     assert "**base and head ran on different kinds of machine**" in text.split("\n\n")[2]
     assert diff_stats.machine_note(None, None) is None
+
+
+def test_a_rerun_with_identical_data_outputs_says_so():
+    """Another machine reruns fetch; only its timing record differs, not its data."""
+    def lock(runtime_md5, data_md5="d1"):
+        return {"stages": {"fetch": {"cmd": "python -m pipeline.fetch", "deps": [], "outs": [
+            {"path": "data/raw", "md5": data_md5},
+            {"path": "metrics/runtime/fetch.json", "md5": runtime_md5}]}}}
+    same_data = diff_report.stage_changes(lock("a"), lock("b"))["reran"][0]["why"]
+    assert same_data == ["inputs unchanged; data outputs identical (only its timing record differs)"]
+    other_data = diff_report.stage_changes(lock("a"), lock("b", "d2"))["reran"][0]["why"]
+    assert other_data[0].startswith("outputs only")
