@@ -3,12 +3,14 @@
 #   make test    - the test suite (offline, tiny fixture; `make test-slow` adds full-data runs)
 #   make diff    - what the workspace changed vs REV (default main): reports/diff/report.md
 #                  (docs/pr-report.md; the pull-request workflow posts the same report)
+#   make seeds N=3 - N seeds of every model as DVC experiments: metrics/seeds.json and
+#                  reports/seeds.md (mean ± std and min per model, beside the references)
 #   make airflow-standalone / airflow-trigger - the retraining DAG on a local Airflow
 #                  (docs/airflow.md)
 #   make pictures-accuracy - the champion (or MODEL=...) on data/pictures beside MNIST's test set
 #   make cluster-up / cluster-trigger / cluster-down - the DAG on a real multi-worker cluster
 #                  on this machine: PostgreSQL, Redis, Celery, S3 remote (docs/airflow.md; root)
-#   make test-cluster - the cluster tests (root; .ci/run runs them after `make test`)
+#   make test-cluster - only the cluster tests (root; `make test` includes them)
 # Both create .venv with pinned versions on first use.
 
 PYTHON ?= python3.11
@@ -25,6 +27,7 @@ export GX_ANALYTICS_ENABLED ?= false
 export DATA_MIRROR_DIR ?= $(if $(wildcard ../shared/data/mnist/*.gz),$(abspath ../shared/data/mnist),)
 
 REV ?= main
+N   ?= 3
 
 # Local Airflow (docs/airflow.md): its SQLite DB, logs and generated admin password
 # live in .airflow/; the DAG folder is this checkout's dags/. TRAINING_SLOTS is the
@@ -34,8 +37,8 @@ AIRFLOW_ENV    := AIRFLOW_HOME=$(abspath .airflow) AIRFLOW__CORE__DAGS_FOLDER=$(
                   AIRFLOW__CORE__LOAD_EXAMPLES=False
 TRAINING_SLOTS ?= 2
 
-.PHONY: setup repro test test-slow test-cluster diff airflow-standalone airflow-trigger lock \
-        clean-venv cluster-up cluster-trigger cluster-down
+.PHONY: setup repro test test-slow test-cluster diff seeds airflow-standalone airflow-trigger \
+        lock clean-venv cluster-up cluster-trigger cluster-down
 
 $(STAMP): requirements.txt constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -60,6 +63,9 @@ test-cluster: $(STAMP)
 
 diff: $(STAMP)
 	$(BIN)/python -m pipeline.diff --rev $(REV)
+
+seeds: $(STAMP)
+	$(BIN)/python -m pipeline.seeds --n $(N)
 
 airflow-standalone: $(STAMP)
 	$(AIRFLOW_ENV) $(BIN)/airflow db migrate

@@ -34,6 +34,7 @@ TRAIN_LOG_DIR = Path("metrics/train")
 EVAL_METRICS = Path("metrics/evaluate.json")
 CONFUSION_DIR = Path("reports/confusion")
 REPORT_FILE = Path("reports/report.md")
+PREDICTIONS_FILE = Path("reports/predictions.csv")  # per test image: label, each model's class
 CHAMPION_DIR = Path("models/best")
 EXPORT_DIR = Path("models/export")  # the champion as a TF Serving SavedModel
 RUNTIME_DIR = Path("metrics/runtime")
@@ -68,6 +69,14 @@ class FetchConfig:
 
 
 @dataclass(config=_STRICT)
+class ReferenceResult:
+    """A published result on one dataset, shown beside ours (test accuracy is required)."""
+    test_accuracy: Share
+    val_accuracy: Share | None = None
+    wall_time_s: Annotated[float, Strict(), Field(ge=0.0)] | None = None
+
+
+@dataclass(config=_STRICT)
 class DatasetConfig:
     mirrors: tuple[str, ...]
     files: dict[Literal["train_images", "train_labels", "test_images", "test_labels"],
@@ -76,6 +85,8 @@ class DatasetConfig:
     test_count: PositiveInt
     image_shape: tuple[PositiveInt, PositiveInt]
     num_classes: Annotated[int, Strict(), Field(ge=2, le=256)] = 10
+    # Published results on *this* dataset, per model name; none = no comparison columns.
+    references: dict[str, ReferenceResult] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _all_roles(self):
@@ -143,17 +154,9 @@ class ModelConfig:
 
 
 @dataclass(config=_STRICT)
-class ReferenceResult:
-    val_accuracy: Share
-    test_accuracy: Share
-    wall_time_s: Annotated[float, Strict(), Field(ge=0.0)]
-
-
-@dataclass(config=_STRICT)
 class EvaluateConfig:
     batch_size: PositiveInt = 1000
     throughput_repeats: PositiveInt = 3
-    reference: dict[str, ReferenceResult] = Field(default_factory=dict)
 
 
 @dataclass(config=_STRICT)
@@ -163,6 +166,7 @@ class PublishConfig:
     remote: Str = "storage"
     champion_dir: Str = "models/champion"
     git_remote: Str | None = None
+    require_significance: Bool = False
 
     @model_validator(mode="after")
     def _inside_project(self):

@@ -3,8 +3,10 @@
 ``python -m pipeline.diff --rev main [--out reports/diff] [--note TEXT ...]``
 (``make diff REV=main``) writes ``<out>/report.md``: the changed params
 (``dvc params diff``), the four models' headline metrics at both revisions with
-signed changes (``dvc metrics diff --all``), per-class F1 of the models that
-changed, the champion, the stages DVC reran, and static comparison images
+signed changes (``dvc metrics diff --all``), McNemar's exact test of each
+changed model on the same test images (``diff_stats``: only significant changes
+count as changed in the summary), per-class F1 of the models that changed,
+whether both sides ran on the same kind of machine, the champion, the stages DVC reran, and static comparison images
 (``curves.png``, ``confusion.png``) beside it, plus ``dvc plots diff``'s HTML
 page under ``<out>/plots/``. The pull-request workflow
 (``.github/workflows/pr-report.yml``) posts the same file as a comment.
@@ -144,6 +146,30 @@ def _confusion(text: str | None) -> list[tuple[int, int]] | None:
     return [tuple(int(v) for v in line.split(",")) for line in text.strip().splitlines()[1:]]
 
 
+def _workspace_text(project: Path):
+    def read(path: str) -> str | None:
+        p = project / path
+        return p.read_text() if p.exists() else None
+    return read
+
+
+def significance(rev: str, project: Path, c: Comparison) -> None:
+    """Paired tests of the changed models and both sides' machines (``diff_stats``)."""
+    from pipeline import diff_stats
+
+    at_rev, here = (lambda path: git_show(rev, path, project)), _workspace_text(project)
+    names = c.changed
+    c.paired = diff_stats.paired_tests(diff_stats.load_predictions(at_rev, names),
+                                       diff_stats.load_predictions(here, names), names)
+
+    def machine(text: str | None) -> dict | None:
+        try:
+            return (json.loads(text) or {}).get("machine") if text else None
+        except ValueError:
+            return None
+    c.machines = (machine(at_rev(EVAL_METRICS)), machine(here(EVAL_METRICS)))
+
+
 def write_images(rev: str, project: Path, out_dir: Path, names: list[str],
                  old_label: str, new_label: str) -> list[tuple[str, str]]:
     """Comparison figures of the changed models, from both revisions' committed files."""
@@ -211,6 +237,7 @@ def run(rev: str = "main", out_dir: Path = DIFF_DIR, project: Path = Path("."),
 
     c = collect(rev, project)
     c.notes = notes
+    significance(rev, project, c)
     c.images = write_images(rev, project, out_dir, c.changed, old_label, label)
     plots = _run([sys.executable, "-m", "dvc", "plots", "diff", rev, "-o", str(out_dir / "plots")],
                  project, check=False)
@@ -221,6 +248,7 @@ def run(rev: str = "main", out_dir: Path = DIFF_DIR, project: Path = Path("."),
     summary["report"].write_text(render(c, old_label, label))
     log.info("diff: wrote %s (changed: %s)", summary["report"], ", ".join(c.changed) or "none")
     return {**summary, "status": "compared", "message": None, "changed_models": c.changed,
+            "significant_models": c.real, "paired": c.paired,
             "params": c.params, "reran": [s["stage"] for s in c.stages["reran"]],
             "stale": c.stale, "champion": champion(c.pairs.get(EVAL_METRICS, {}))}
 

@@ -146,9 +146,19 @@ def stage_changes(old_lock: dict | None, new_lock: dict | None,
             if deps:
                 why.append("deps " + _some(deps))
             if not why:
-                why.append("outputs only (rerun with unchanged inputs, e.g. `dvc repro -f`)")
+                why.append(_same_inputs(before, entry))
         reran.append({"stage": name, "why": why, "committed": head.get(name) == entry})
     return {"reran": reran, "removed": [n for n in old if n not in new], "unchanged": unchanged}
+
+
+def _same_inputs(before: dict, entry: dict) -> str:
+    """Why an entry with unchanged inputs differs: often only its timing record (another
+    machine, `dvc repro -f`), which is not a change of its results."""
+    o_old, o_new = _by_path(before.get("outs")), _by_path(entry.get("outs"))
+    differ = sorted(p for p in set(o_old) | set(o_new) if o_old.get(p) != o_new.get(p))
+    if differ and all(p.startswith(config.RUNTIME_DIR.as_posix() + "/") for p in differ):
+        return "inputs unchanged; data outputs identical (only its timing record differs)"
+    return "outputs only (rerun with unchanged inputs, e.g. `dvc repro -f`)"
 
 
 def _some(items: list[str], limit: int = 4) -> str:
@@ -302,6 +312,8 @@ class Comparison:
     images: list[tuple[str, str]] = field(default_factory=list)
     plots_html: str | None = None
     order: list[str] = field(default_factory=list)  # models in params.yaml order
+    paired: dict = field(default_factory=dict)  # model -> stats.Paired | reason (diff_stats)
+    machines: tuple = (None, None)  # evaluate.json's machine record at base and head
 
     @property
     def models(self) -> dict[str, dict[str, tuple]]:
@@ -311,6 +323,13 @@ class Comparison:
     def changed(self) -> list[str]:
         return changed_models(self.models)
 
+    @property
+    def real(self) -> list[str]:
+        """Changed models whose change is significant or could not be tested."""
+        from pipeline.diff_stats import significant
+
+        return [n for n in self.changed if n not in self.paired or n in significant(self.paired)]
+
 
 def _quote(notes: list[str]) -> list[str]:
     """Each note its own paragraph of one block quote."""
@@ -318,7 +337,10 @@ def _quote(notes: list[str]) -> list[str]:
 
 
 def render(c: Comparison, old_label: str, new_label: str = "workspace") -> str:
-    models, changed = c.models, c.changed
+    from pipeline import diff_stats
+
+    models, changed, real = c.models, c.changed, c.real
+    noise = [n for n in changed if n not in real]
     champ_old, champ_new = champion(c.pairs.get(EVAL_METRICS, {}))
     reran = [s["stage"] for s in c.stages["reran"]]
     lines = [f"# Pipeline diff: `{c.rev}` → {new_label}", "",
@@ -326,10 +348,17 @@ def render(c: Comparison, old_label: str, new_label: str = "workspace") -> str:
     lines += _quote(c.notes)
 
     same = [n for n in models if n not in changed]
-    summary = [f"Results changed for **{', '.join(changed)}**" if changed
+    summary = [f"Results changed for **{', '.join(real)}**" if real
+               else "No model's results changed significantly" if noise
                else "No model's results changed"]
+    if noise:
+        summary[0] += "; within noise: " + ", ".join(
+            f"{n} ({diff_stats.words(c.paired[n]).split(':')[0]})" for n in noise)
     if changed and same:
         summary[0] += f"; {', '.join(same)} unchanged"
+    machine = diff_stats.machine_note(*c.machines)
+    if machine and machine.startswith("**"):
+        summary.append("**base and head ran on different kinds of machine**")
     summary.append(f"champion **{champ_new}** (unchanged)" if champ_old == champ_new
                    else f"**champion changed: {champ_old} → {champ_new}**")
     summary.append(f"{len(c.params)} param{'s' * (len(c.params) != 1)} changed")
@@ -338,6 +367,8 @@ def render(c: Comparison, old_label: str, new_label: str = "workspace") -> str:
     if c.stale:
         summary.append(f"**out of date, not rerun: {', '.join(f'`{s}`' for s in c.stale)}**")
     lines += ["**Summary:** " + "; ".join(summary) + ".", ""]
+    if machine:
+        lines += [machine, ""]
 
     lines += ["## Params", ""]
     lines += (params_table(c.params, old_label, new_label) if c.params
@@ -371,10 +402,12 @@ def render(c: Comparison, old_label: str, new_label: str = "workspace") -> str:
               + " The champion is the model with the best validation accuracy.", ""]
 
     lines += ["## Accuracy", "", "Test set, on each model's best-validation checkpoint. "
-              "Models in bold changed; pp = percentage points.", ""]
-    lines += headline_table(models, ACCURACY, old_label, new_label, changed) + [""]
+              "Models in bold changed significantly (see the paired test below); "
+              "pp = percentage points.", ""]
+    lines += headline_table(models, ACCURACY, old_label, new_label, real) + [""]
+    lines += diff_stats.section({n: c.paired.get(n, "not computed") for n in changed})
     lines += ["## Training cost", ""]
-    lines += headline_table(models, COST, old_label, new_label, changed)
+    lines += headline_table(models, COST, old_label, new_label, real)
     lines += ["", "Images/s is re-measured whenever `evaluate` runs, so it moves for every "
               "model; it does not make a model count as changed.", ""]
 

@@ -1,11 +1,15 @@
 """Stage ``evaluate``: test every checkpoint, pick the champion, write the report.
 
-Params: ``evaluate`` (batch_size, throughput_repeats, reference), ``models``,
-``fetch.dataset`` and ``datasets`` (checksums for the model card).
+Params: ``evaluate`` (batch_size, throughput_repeats), ``models``,
+``fetch.dataset`` and ``datasets`` (checksums for the model card; the dataset's
+own ``references``, the only ones the report compares with).
 Inputs: ``data/split/``, ``models/checkpoints/``, ``metrics/train/``.
 Outputs: ``metrics/evaluate.json`` (per model: test accuracy and loss,
 per-class precision/recall/F1, parameters, training wall time, throughput,
-best epoch; plus the champion), ``reports/confusion/<model>.csv`` (for
+best epoch, the test accuracy's exact 95% interval; plus the champion and the
+machine), ``reports/predictions.csv`` (every test image's label and each
+model's prediction: the paired test of ``pipeline.diff`` reads it),
+``reports/confusion/<model>.csv`` (for
 ``dvc plots``), ``reports/report.md`` and ``reports/figures/``, and
 ``models/best/`` (the champion's checkpoint and model card) and
 ``models/export/champion/1/`` (the champion as a TF Serving SavedModel that
@@ -28,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline import config, export, report, runtime, split
+from pipeline import config, export, report, runtime, split, stats
 from pipeline.runtime import StageError
 
 log = logging.getLogger("pipeline.evaluate")
@@ -81,7 +85,10 @@ def evaluate_model(net, x: np.ndarray, y: np.ndarray, cfg: config.EvaluateConfig
         timings.append(time.perf_counter() - start)
     pred = logits.argmax(axis=1)
     cm = confusion(y, pred, num_classes)
+    low, high = stats.clopper_pearson(int((pred == y).sum()), len(y))
     return {"test_accuracy": round(float((pred == y).mean()), 6),
+            "test_images": len(y), "test_accuracy_ci_low": round(low, 6),
+            "test_accuracy_ci_high": round(high, 6),
             "test_loss": round(cross_entropy(logits, y), 6),
             "throughput_img_s": round(len(x) / min(timings), 1),
             "per_class": per_class_scores(cm)}, pred
@@ -91,7 +98,8 @@ def run(params: config.Params, split_dir: Path = config.SPLIT_DIR,
         models_dir: Path = config.MODELS_DIR, train_log_dir: Path = config.TRAIN_LOG_DIR,
         metrics_path: Path = config.EVAL_METRICS, confusion_dir: Path = config.CONFUSION_DIR,
         report_path: Path = config.REPORT_FILE, champion_dir: Path = config.CHAMPION_DIR,
-        export_root: Path = config.EXPORT_DIR) -> dict:
+        export_root: Path = config.EXPORT_DIR,
+        predictions_path: Path = config.PREDICTIONS_FILE) -> dict:
     import keras
 
     x_test, y_test = split.load(split_dir, "test")
@@ -114,7 +122,7 @@ def run(params: config.Params, split_dir: Path = config.SPLIT_DIR,
                  scores["test_accuracy"], trained["best_val_accuracy"])
 
     champion = choose_champion({n: r["val_accuracy"] for n, r in results.items()})
-    metrics = {"champion": champion, "models": results}
+    metrics = {"champion": champion, "models": results, "machine": runtime.machine()}
     curves = {name: report.load_curve(Path(train_log_dir) / name) for name in params.models}
 
     # Everything is written into a scratch folder first, then moved into place.
@@ -122,6 +130,7 @@ def run(params: config.Params, split_dir: Path = config.SPLIT_DIR,
         scratch = Path(scratch)
         for name, pred in preds.items():
             report.write_confusion_csv(scratch / "confusion" / f"{name}.csv", y_test, pred)
+        report.write_predictions_csv(scratch / "predictions.csv", y_test, preds)
         report.write_figures(scratch / "figures", curves,
                              {n: confusion(y_test, p, ds.num_classes) for n, p in preds.items()})
         card = {"model": champion, "metrics": results[champion],
@@ -137,13 +146,14 @@ def run(params: config.Params, split_dir: Path = config.SPLIT_DIR,
         (best / "card.md").write_text(report.model_card(card))
         export.from_checkpoint(best / "model.keras", scratch / "export")
         (scratch / "report.md").write_text(
-            report.render(metrics, params.evaluate.reference, "figures"))
+            report.render(metrics, ds.references, "figures"))
 
         _replace_dir(scratch / "confusion", Path(confusion_dir))
         _replace_dir(scratch / "figures", Path(report_path).parent / "figures")
         _replace_dir(best, Path(champion_dir))
         _replace_dir(scratch / "export", Path(export_root))
         runtime.atomic_write_text(Path(report_path), (scratch / "report.md").read_text())
+        runtime.atomic_write_text(Path(predictions_path), (scratch / "predictions.csv").read_text())
     runtime.write_json(Path(metrics_path), metrics)
     log.info("evaluate: champion %s (val %.4f)", champion, results[champion]["val_accuracy"])
     return metrics

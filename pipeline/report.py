@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline import stats
+
 
 def load_curve(log_dir: Path) -> dict[str, list[float]]:
     """dvclive's per-check TSVs -> {'train/accuracy': [...], 'eval/accuracy': [...], ...}."""
@@ -31,6 +33,24 @@ def write_confusion_csv(path: Path, y_true: np.ndarray, y_pred: np.ndarray) -> N
         out = csv.writer(fh)
         out.writerow(["actual", "predicted"])
         out.writerows(zip(y_true.tolist(), y_pred.tolist()))
+
+
+def write_predictions_csv(path: Path, y_true: np.ndarray, preds: dict[str, np.ndarray]) -> None:
+    """One row per test image, in test-set order: ``image,actual,<model>,...``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as fh:
+        out = csv.writer(fh)
+        out.writerow(["image", "actual", *preds])
+        columns = [p.tolist() for p in preds.values()]
+        out.writerows([i, y, *row] for i, (y, *row) in enumerate(zip(y_true.tolist(), *columns)))
+
+
+def read_predictions_csv(text: str) -> tuple[list[int], dict[str, list[int]]]:
+    """``write_predictions_csv``'s text -> (labels, {model: predictions})."""
+    rows = list(csv.reader(text.splitlines()))
+    header, body = rows[0], rows[1:]
+    labels = [int(r[1]) for r in body]
+    return labels, {name: [int(r[j]) for r in body] for j, name in enumerate(header[2:], 2)}
 
 
 def write_figures(out_dir: Path, curves: dict[str, dict], confusions: dict[str, np.ndarray]) -> None:
@@ -84,23 +104,64 @@ def _duration(s: float | None) -> str:
     return "–" if s is None else f"{int(s // 60)} min {int(round(s % 60))} s"
 
 
-def render(metrics: dict, reference: dict, figures: str = "figures") -> str:
-    """The comparison table: our four models beside the tutorial's numbers."""
+def _ci(r: dict) -> str:
+    lo, hi = r.get("test_accuracy_ci_low"), r.get("test_accuracy_ci_high")
+    return "–" if lo is None or hi is None else f"{100 * lo:.2f}–{100 * hi:.2f}%"
+
+
+def versus(r: dict, ref) -> str:
+    """``above (p = 0.0003)``: our test accuracy against a reference's, exact binomial test."""
+    n = r.get("test_images")
+    if ref is None or not n:
+        return "–"
+    label, p = stats.versus_reference(round(r["test_accuracy"] * n), n, ref.test_accuracy)
+    return f"{label} ({stats.p_text(p)})"
+
+
+def render(metrics: dict, references: dict, figures: str = "figures",
+           reference_name: str = "reference") -> str:
+    """The comparison table: our models, with 95% intervals, beside the dataset's references.
+
+    ``references`` are the run's own dataset's (``datasets.<name>.references``);
+    where it has none the reference columns are left out, never borrowed.
+    """
+    refs = bool(references)
+    header = ["model", "val acc", "test acc", "95% CI (test)"]
+    if refs:
+        header[2:2] = [f"{reference_name} val"]
+        header += [f"{reference_name} test", "Δ test", f"vs {reference_name}"]
+    header += ["train time"] + ([f"{reference_name} time"] if refs else [])
+    header += ["params", "best epoch", "images/s"]
     lines = ["# Results", "",
              f"Champion (best validation accuracy): **{metrics['champion']}**", "",
-             "| model | val acc | tutorial val | test acc | tutorial test | Δ test | "
-             "train time | tutorial time | params | best epoch | images/s |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for name, r in metrics["models"].items():
-        ref = reference.get(name)
-        ref_test = ref.test_accuracy if ref else None
-        delta = "–" if ref is None else f"{100 * (r['test_accuracy'] - ref_test):+.2f} pp"
-        lines.append(
-            f"| {name} | {_pct(r['val_accuracy'])} | {_pct(ref.val_accuracy if ref else None)} | "
-            f"{_pct(r['test_accuracy'])} | {_pct(ref_test)} | {delta} | "
-            f"{_duration(r['train_wall_time_s'])} | {_duration(ref.wall_time_s if ref else None)} | "
-            f"{r['params']:,} | {r['best_epoch']} | {r['throughput_img_s']:,.0f} |")
-    lines += ["", "Test accuracy is measured on the checkpoint with the best validation "
+        ref = references.get(name)
+        row = [name, _pct(r["val_accuracy"])]
+        if refs:
+            row.append(_pct(ref.val_accuracy if ref else None))
+        row += [_pct(r["test_accuracy"]), _ci(r)]
+        if refs:
+            delta = "–" if ref is None else f"{100 * (r['test_accuracy'] - ref.test_accuracy):+.2f} pp"
+            row += [_pct(ref.test_accuracy if ref else None), delta, versus(r, ref)]
+        row.append(_duration(r["train_wall_time_s"]))
+        if refs:
+            row.append(_duration(ref.wall_time_s if ref else None))
+        row += [f"{r['params']:,}", str(r["best_epoch"]), f"{r['throughput_img_s']:,.0f}"]
+        lines.append("| " + " | ".join(row) + " |")
+    lines += ["", "95% CI: exact (Clopper-Pearson) confidence interval of the test accuracy "
+              "over the test images.", ""]
+    if refs:
+        lines += [f"Reference: this dataset's published results (`datasets.<name>.references` "
+                  f"in `params.yaml`; for MNIST, the tutorial's). vs {reference_name}: exact two-sided binomial test of our right answers "
+                  f"against the reference's test accuracy taken as fixed (its per-image "
+                  "predictions are not available, so no paired test); *above* / *below* when "
+                  "p < 0.05, which is exactly when the interval excludes that accuracy, "
+                  "*within noise* otherwise.", ""]
+    else:
+        lines += ["This dataset has no published references in `params.yaml` "
+                  "(`datasets.<name>.references`), so none are shown.", ""]
+    lines += ["Test accuracy is measured on the checkpoint with the best validation "
               "accuracy, as in the tutorial.", "",
               "## Per-class F1 (test)", "",
               "| model | " + " | ".join(next(iter(metrics["models"].values()))["per_class"]) + " |",

@@ -5,7 +5,11 @@ exit non-zero, without a traceback that buries the reason; ``stage_main`` maps
 the pipeline's own error types to that. It also records the stage's wall time
 and peak resident memory in ``metrics/runtime/<stage>.json`` (a DVC metric),
 because the README promises per-stage time and memory of the real run and
-these are measured, not estimated.
+these are measured, not estimated. Beside them it records the machine
+(``machine()``: CPU model, the ISA extensions TensorFlow's kernels pick
+between, TensorFlow's version), because floating-point results are
+bit-identical only on the same kind of machine: the same commit gives slightly
+different metrics on a CPU with other vector units.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import platform
 import resource
 import sys
 import tempfile
@@ -59,12 +64,62 @@ def write_json(path: Path, data: dict) -> None:
     atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
+# ISA extensions that change which kernels oneDNN/Eigen run, hence the rounding.
+ISA_FLAGS = ("sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl",
+             "avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_tile", "amx_bf16", "amx_int8",
+             "asimd", "sve", "sve2")
+
+
+def _cpuinfo(path: str = "/proc/cpuinfo") -> tuple[str, set[str]]:
+    model, flags = "", set()
+    try:
+        for line in Path(path).read_text(errors="replace").splitlines():
+            key, _, value = line.partition(":")
+            key = key.strip().lower()
+            if key in ("model name", "cpu model", "hardware") and not model:
+                model = value.strip()
+            elif key in ("flags", "features") and not flags:
+                flags = set(value.split())
+    except OSError:
+        pass
+    return model or platform.processor() or "unknown", flags
+
+
+def _version(package: str) -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def machine(cpuinfo: str = "/proc/cpuinfo") -> dict:
+    """What decides floating-point results: CPU model, its ISA flags, TensorFlow's version.
+
+    Cheap (no TensorFlow import): every stage records it.
+    """
+    model, flags = _cpuinfo(cpuinfo)
+    return {"cpu_model": model, "arch": platform.machine(),
+            "isa_flags": " ".join(f for f in ISA_FLAGS if f in flags),
+            "tensorflow": _version("tensorflow"), "python": platform.python_version(),
+            "cpu_count": os.cpu_count() or 0}
+
+
+def machine_kind(record: dict | None) -> tuple | None:
+    """The part of ``machine()`` that must match for bit-identical metrics."""
+    if not record:
+        return None
+    return (record.get("cpu_model"), record.get("arch"), record.get("isa_flags"),
+            record.get("tensorflow"))
+
+
 @contextmanager
 def _timed(name: str, runtime_dir: Path):
     start = time.perf_counter()
     yield
     record = {"wall_time_s": round(time.perf_counter() - start, 2),
-              "peak_rss_mib": round(peak_rss_mib(), 1)}
+              "peak_rss_mib": round(peak_rss_mib(), 1), "machine": machine()}
     write_json(runtime_dir / f"{name}.json", record)
     log.info("%s: done in %.1f s, peak memory %.0f MiB", name,
              record["wall_time_s"], record["peak_rss_mib"])

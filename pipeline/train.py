@@ -14,11 +14,20 @@ accuracy) with two deliberate knobs: validation runs every
 the learning rate can decay (cosine) so the last epochs refine instead of
 bouncing around the optimum.
 
+The step budget is exact: ``epochs * ceil(samples / batch_size)`` steps, where
+samples is ``max_train_samples`` when set. Validation runs every
+``validate_every_steps`` steps and once more at the very end, so the last check
+may be shorter than the others; epochs in the summary are real epochs (best
+step / steps per epoch), never counts of checks.
+
 A checkpoint is only ever replaced by a *finished* run: training writes to
 ``tmp/train/<model>/`` and the new file is moved into place at the end. A killed
 run leaves the old checkpoint as it was; the next run resumes from Keras'
 ``BackupAndRestore`` state when the params and data are unchanged, and starts
-over when they are not.
+over when they are not. The dvclive folder is written inside that scratch
+folder too and moved to ``metrics/train/<model>/`` at the end, because DVC
+deletes a stage's metrics and plots before rerunning it: a resumed run's curves
+and summary then show every check, as an uninterrupted run's do.
 """
 
 from __future__ import annotations
@@ -55,14 +64,50 @@ def schedule(cfg: config.TrainConfig, total_steps: int):
 
 
 def plan(cfg: config.TrainConfig, n_train: int) -> dict:
-    """Steps, validation checks and early-stop patience for ``n_train`` images."""
+    """Steps, validation checks and early-stop patience for ``n_train`` images.
+
+    ``checks`` validations, every ``steps_per_check`` steps and at the end: the
+    last check covers ``last_check_steps`` (<= steps_per_check) so that exactly
+    ``total_steps`` run.
+    """
     steps_per_epoch = math.ceil(n_train / cfg.batch_size)
     total_steps = cfg.epochs * steps_per_epoch
     every = min(cfg.validate_every_steps, total_steps)
+    checks = math.ceil(total_steps / every)
     return {"steps_per_epoch": steps_per_epoch, "total_steps": total_steps,
-            "steps_per_check": every, "checks": math.ceil(total_steps / every),
+            "steps_per_check": every, "checks": checks,
+            "last_check_steps": total_steps - (checks - 1) * every,
             # "no better val accuracy for early_stop_steps steps", in checks
             "patience": math.ceil(cfg.early_stop_steps / every)}
+
+
+def step_of_check(check: int, p: dict) -> int:
+    """Training steps done when validation check ``check`` (1-based) ran."""
+    return min(check * p["steps_per_check"], p["total_steps"])
+
+
+def epoch_of_check(check: int, p: dict) -> float:
+    """The real epoch (fractional) at which check ``check`` ran."""
+    return round(step_of_check(check, p) / p["steps_per_epoch"], 2)
+
+
+def _keep_history(live_dir: Path, done: int) -> None:
+    """Drop dvclive rows of checks after ``done`` (a kill may have logged one the
+    backup had not recorded; it is replayed)."""
+    for tsv in (live_dir / "plots" / "metrics").glob("**/*.tsv"):
+        lines = tsv.read_text().splitlines()
+        step_col = lines[0].split("\t").index("step") if lines else 0
+        kept = [lines[0]] + [l for l in lines[1:] if int(l.split("\t")[step_col]) < done]
+        tsv.write_text("\n".join(kept) + "\n")
+
+
+def _checks_done(backup_dir: Path) -> int:
+    """Checks that Keras' BackupAndRestore recorded as finished (0 = fresh start)."""
+    meta = backup_dir / "training_metadata.json"
+    try:
+        return int(json.loads(meta.read_text()).get("epoch", 0))
+    except (OSError, ValueError):
+        return 0
 
 
 def fingerprint(name: str, params: config.Params, split_dir: Path) -> str:
@@ -135,8 +180,10 @@ def run(name: str, params: config.Params, split_dir: Path = config.SPLIT_DIR,
     resuming = (work / "backup").exists()
     work.mkdir(parents=True, exist_ok=True)
     stamp_file.write_text(stamp)
+    live_dir = work / "live"  # moved to log_dir when training ends (see the docstring)
+    done = _checks_done(work / "backup") if resuming else 0
     if not resuming:
-        shutil.rmtree(log_dir, ignore_errors=True)
+        shutil.rmtree(live_dir, ignore_errors=True)
 
     keras.utils.set_random_seed(cfg.seed)
     tf.config.experimental.enable_op_determinism()  # same params -> same metrics
@@ -161,21 +208,32 @@ def run(name: str, params: config.Params, split_dir: Path = config.SPLIT_DIR,
             tracker.update(epoch + 1, float(logs["val_accuracy"]),
                            tracker_base + time.perf_counter() - started)
 
+    class _StepBudget(keras.callbacks.Callback):
+        """Stop after exactly total_steps; Keras still validates that last, short check."""
+        def on_train_batch_end(self, batch, logs=None):
+            if int(self.model.optimizer.iterations) >= p["total_steps"]:
+                self.model.stop_training = True
+
     tracker_base = tracker.elapsed_s
-    live = Live(dir=str(log_dir), resume=resuming, save_dvc_exp=False, dvcyaml=None,
+    live = Live(dir=str(live_dir), resume=resuming, save_dvc_exp=False, dvcyaml=None,
                 report=None)
+    if resuming:  # continue the curves after the last finished check
+        _keep_history(live_dir, done)
+        live.step = done
     callbacks = [
         keras.callbacks.TerminateOnNaN(),
-        # Order matters: the tracker and checkpoint see an epoch before the backup
-        # records it as done, so a kill in between replays that epoch.
+        _StepBudget(),
+        # Order matters: the tracker, checkpoint and dvclive see an epoch before the
+        # backup records it as done, so a kill in between replays that epoch (and
+        # _keep_history drops the replayed epoch's first rows).
         keras.callbacks.ModelCheckpoint(
             work_ckpt, monitor="val_accuracy", mode="max", save_best_only=True,
             initial_value_threshold=tracker.best),
         _Track(),
         keras.callbacks.EarlyStopping(monitor="val_accuracy", mode="max",
                                       patience=p["patience"]),
-        keras.callbacks.BackupAndRestore(str(work / "backup")),
         DVCLiveCallback(live=live),
+        keras.callbacks.BackupAndRestore(str(work / "backup")),
     ]
     history = net.fit(
         _dataset(x_train, y_train, cfg), epochs=p["checks"], steps_per_epoch=p["steps_per_check"],
@@ -194,9 +252,11 @@ def run(name: str, params: config.Params, split_dir: Path = config.SPLIT_DIR,
     summary = {
         "best_val_accuracy": round(tracker.best, 6),
         "best_check": tracker.best_check,
-        "best_epoch": round(tracker.best_check * p["steps_per_check"] / p["steps_per_epoch"], 2),
-        "best_step": tracker.best_check * p["steps_per_check"],
+        "best_epoch": epoch_of_check(tracker.best_check, p),
+        "best_step": step_of_check(tracker.best_check, p),
         "checks_run": checks_run,
+        "steps_run": int(net.optimizer.iterations),
+        "epochs_run": epoch_of_check(checks_run, p),
         "early_stopped": checks_run < p["checks"],
         "wall_time_s": round(tracker.elapsed_s, 1),
         "params": int(net.count_params()),
@@ -208,6 +268,9 @@ def run(name: str, params: config.Params, split_dir: Path = config.SPLIT_DIR,
     checkpoint.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(work_ckpt, work / "final.keras")
     (work / "final.keras").replace(checkpoint)  # atomic: same filesystem
+    shutil.rmtree(log_dir, ignore_errors=True)
+    log_dir.parent.mkdir(parents=True, exist_ok=True)
+    shutil.move(str(live_dir), log_dir)
     shutil.rmtree(work)
     log.info("train@%s: best val accuracy %.4f at check %d; %s written", name,
              tracker.best, tracker.best_check, checkpoint)

@@ -198,7 +198,14 @@ def test_branch_that_changes_one_model_shows_exactly_that_model(tiny_repro, tmp_
     assert result["stale"] == {}
 
     report = (out / "report.md").read_text()
-    assert "Results changed for **gru**; rnn, lstm, bilstm unchanged" in report
+    # gru changed; whether significantly, McNemar's test on the 200 test images says
+    summary = re.search(r"\*\*Summary:\*\* (.*)", report).group(1)
+    significant = result["significant_models"] == ["gru"]
+    assert summary.startswith("Results changed for **gru**; rnn, lstm, bilstm unchanged"
+                              if significant else "No model's results changed significantly; "
+                              "within noise: gru (")
+    assert re.search(r"- \*\*gru\*\*: [+-]\d+ images? \(\d+ fixed, \d+ broken\), p [=<] "
+                     r"[0-9.]+: (significant|within noise)", report)
     assert "| `models.gru.units` | `8` | `12` | +4 (+50%) |" in report
     assert "| `train@gru` | params `models.gru.units` | in the workspace, not committed |" in report
     assert "Not rerun: `fetch`, `validate`, `split`, `train@rnn`, `train@lstm`, `train@bilstm`." \
@@ -209,7 +216,7 @@ def test_branch_that_changes_one_model_shows_exactly_that_model(tiny_repro, tmp_
     assert list(rows) == ["rnn", "lstm", "gru", "bilstm"]
     for name in ("rnn", "lstm", "bilstm"):
         assert rows[name].count("±0 pp") == 2 and rows[name].endswith("| ±0 |"), rows[name]
-    assert rows["gru"].startswith("| **gru** |")
+    assert rows["gru"].startswith("| **gru** |" if significant else "| gru |")
     cost = report.split("## Training cost")[1]
     assert "| 1,866 | 3,514 | +1,648 (+88%) |" in cost
     assert "gru Δ" in report and "rnn Δ" not in report  # per-class F1 only for gru

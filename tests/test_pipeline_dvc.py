@@ -41,13 +41,21 @@ def test_repro_runs_every_stage_and_records_it(tiny_repro):
     dataset = config.load(tiny_repro / "params.yaml").dataset
     assert card["data"]["sha256"][dataset.file_name("train_images")] == dataset.sha256("train_images")
     report = (tiny_repro / "reports" / "report.md").read_text()
-    assert "| rnn |" in report and "98.41%" in report  # the tutorial's number beside ours
+    assert "| rnn |" in report and "95% CI" in report
+    # the tiny fixture is not MNIST: the tutorial's numbers must not appear beside it
+    assert "98.41%" not in report and "no published references" in report
+    predictions = (tiny_repro / "reports" / "predictions.csv").read_text().splitlines()
+    assert predictions[0] == "image,actual,rnn,lstm,gru,bilstm" and len(predictions) == 201
+    assert metrics["machine"]["cpu_model"] and "tensorflow" in metrics["machine"]
+    assert first["test_images"] == 200
+    assert first["test_accuracy_ci_low"] <= first["test_accuracy"] <= first["test_accuracy_ci_high"]
     assert (tiny_repro / "reports" / "figures" / "curves.png").stat().st_size > 1000
     assert (tiny_repro / "reports" / "validation" / "index.html").exists()
     assert len((tiny_repro / "reports" / "confusion" / "gru.csv").read_text().splitlines()) == 201
     for stage in ("fetch", "validate", "split", "train-rnn", "evaluate"):
         runtime = json.loads((tiny_repro / "metrics" / "runtime" / f"{stage}.json").read_text())
         assert runtime["wall_time_s"] >= 0 and runtime["peak_rss_mib"] > 0
+        assert runtime["machine"]["tensorflow"] and runtime["machine"]["arch"]
 
 
 def test_second_repro_does_nothing_and_status_is_clean(tiny_repro):

@@ -22,6 +22,33 @@ def test_plan_turns_the_tutorial_protocol_into_checks():
     assert every_10["patience"] == 200 and every_10["checks"] == 55 * cfg.epochs
 
 
+@pytest.mark.parametrize("samples, batch, epochs, every, total, checks, last, epoch_of_last", [
+    # the issue's case: 20,000 images, 4 epochs of 200 steps, a check every 550 steps
+    (20_000, 100, 4, 550, 800, 2, 250, 4.0),
+    (55_000, 100, 20, 550, 11_000, 20, 550, 20.0),   # the default: one check per epoch
+    (55_000, 100, 2, 10, 1_100, 110, 10, 2.0),       # the tutorial's every-10-steps
+    (120, 50, 3, 4, 9, 3, 1, 3.0),                   # 3 steps/epoch: checks at 4, 8 and 9
+    (120, 50, 3, 100, 9, 1, 9, 3.0),                 # a check rarer than the whole run
+    (101, 100, 1, 1, 2, 2, 1, 1.0),                  # a partial last batch is one more step
+])
+def test_plan_runs_exactly_the_steps_the_params_imply(samples, batch, epochs, every, total,
+                                                      checks, last, epoch_of_last):
+    cfg = dataclasses.replace(config.load().train, batch_size=batch, epochs=epochs,
+                              validate_every_steps=every, max_train_samples=samples)
+    p = train.plan(cfg, samples)
+    assert p["total_steps"] == total == epochs * -(-samples // batch)
+    assert (p["checks"], p["last_check_steps"]) == (checks, last)
+    assert (p["checks"] - 1) * p["steps_per_check"] + p["last_check_steps"] == total
+    assert train.step_of_check(p["checks"], p) == total
+    assert train.epoch_of_check(p["checks"], p) == epoch_of_last == epochs
+
+
+def test_best_epoch_is_a_real_epoch():
+    cfg = dataclasses.replace(config.load().train, epochs=4, validate_every_steps=550)
+    p = train.plan(cfg, 20_000)
+    assert [train.epoch_of_check(c, p) for c in (1, 2)] == [2.75, 4.0]  # never 5.5
+
+
 def test_cosine_schedule_decays_to_the_final_ratio():
     cfg = config.load().train
     lr = train.schedule(cfg, 1000)
@@ -99,6 +126,60 @@ def test_killed_run_keeps_the_old_checkpoint_and_the_next_run_resumes(
     assert summary["checks_run"] == train.plan(params.train, 500)["checks"]
     assert ckpt.read_bytes() != b"the previous good checkpoint"
     keras.models.load_model(ckpt)
+
+
+def test_training_stops_at_the_exact_step_budget_with_a_last_check(tmp_path, split_dir):
+    params = config.load(TINY_PARAMS)
+    params = dataclasses.replace(params, train=dataclasses.replace(
+        params.train, max_train_samples=120, epochs=3, validate_every_steps=4))
+    summary = _run(tmp_path, params, split_dir=split_dir)
+    # 120 images / batch 50 = 3 steps per epoch; 3 epochs = 9 steps; checks at 4, 8, 9
+    assert summary["steps_run"] == 9 and summary["checks_run"] == 3
+    assert summary["epochs_run"] == 3.0 and 0 < summary["best_epoch"] <= 3.0
+    assert summary["best_step"] in (4, 8, 9)
+    assert _steps(tmp_path / "live" / "gru", "eval") == [0, 1, 2]
+
+
+def _steps(live_dir, part):
+    rows = (live_dir / "plots" / "metrics" / part / "accuracy.tsv").read_text().splitlines()
+    return [int(dict(zip(rows[0].split("\t"), r.split("\t")))["step"]) for r in rows[1:]]
+
+
+@pytest.mark.parametrize("backed_up", [True, False], ids=["after-backup", "before-backup"])
+def test_resumed_run_keeps_the_history_of_every_epoch(tmp_path, split_dir, monkeypatch, backed_up):
+    """Killed after epoch 2 of 3 and resumed: the curves show epochs 1, 2 and 3 once each.
+
+    Killed before the backup recorded epoch 2, the resumed run replays it; its
+    first logged row must not appear twice."""
+    import keras
+
+    params = config.load(TINY_PARAMS)
+    params = dataclasses.replace(params, train=dataclasses.replace(
+        params.train, epochs=3, validate_every_steps=10))  # 500 images / 50 = 1 check per epoch
+    original = keras.callbacks.BackupAndRestore.on_epoch_end
+
+    def killed_after_epoch_2(self, epoch, logs=None):
+        if epoch == 1 and not backed_up:
+            raise KeyboardInterrupt
+        original(self, epoch, logs)
+        if epoch == 1:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(keras.callbacks.BackupAndRestore, "on_epoch_end", killed_after_epoch_2)
+    # DVC deletes a stage's metrics before rerunning it: the old folder must not matter
+    (tmp_path / "live" / "gru").mkdir(parents=True)
+    with pytest.raises(KeyboardInterrupt):
+        _run(tmp_path, params, split_dir=split_dir)
+    shutil.rmtree(tmp_path / "live")
+    monkeypatch.setattr(keras.callbacks.BackupAndRestore, "on_epoch_end", original)
+    summary = _run(tmp_path, params, split_dir=split_dir)
+
+    live = tmp_path / "live" / "gru"
+    assert _steps(live, "eval") == [0, 1, 2] and _steps(live, "train") == [0, 1, 2]
+    assert summary["checks_run"] == 3 and summary["epochs_run"] == 3.0
+    assert summary["steps_run"] == 30
+    saved = json.loads((live / "metrics.json").read_text())
+    assert saved["step"] == 2 and saved["checks_run"] == 3
 
 
 def test_state_from_other_params_is_discarded(tmp_path, split_dir):

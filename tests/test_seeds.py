@@ -1,0 +1,46 @@
+"""seeds: N seeds of every model as real DVC experiments, and their summary."""
+
+import json
+
+import pytest
+
+from conftest import ROOT, copy_project, sh
+from pipeline import config, seeds
+
+
+def test_summary_is_mean_sample_std_and_min():
+    per_seed = {1: {"models": {"rnn": {"val_accuracy": 0.98, "test_accuracy": 0.97}}},
+                2: {"models": {"rnn": {"val_accuracy": 0.99, "test_accuracy": 0.99}}},
+                3: {"models": {"rnn": {"val_accuracy": 0.97, "test_accuracy": 0.98}}}}
+    s = seeds.summarise(per_seed)["rnn"]
+    assert s["seeds"] == 3
+    assert s["test_accuracy"]["mean"] == pytest.approx(0.98)
+    assert s["test_accuracy"]["std"] == pytest.approx(0.01)      # sample std (n - 1)
+    assert s["val_accuracy"]["min"] == 0.97 and s["test_accuracy"]["min"] == 0.97
+    refs = config.load().datasets["mnist"].references
+    text = seeds.render(seeds.summarise(per_seed), per_seed, refs, "mnist")
+    assert "| rnn | 3 | 98.00% ± 1.00 | 97.00% | 98.00% ± 1.00 | 97.00% | 98.72% | 98.41% |" in text
+    bare = seeds.render(seeds.summarise(per_seed), per_seed, {}, "fashion_mnist")
+    assert "98.41%" not in bare and "no published references" in bare
+
+
+def test_make_seeds_runs_every_model_per_seed_as_dvc_experiments(tiny_repro, tmp_path):
+    project = copy_project(tiny_repro, tmp_path / "project")
+    assert "\t$(BIN)/python -m pipeline.seeds --n $(N)\n" in (ROOT / "Makefile").read_text()
+    sh("python", "-m", "pipeline.seeds", "--n", "2", cwd=project)  # = make seeds N=2
+
+    record = json.loads((project / "metrics" / "seeds.json").read_text())
+    assert record["seeds"] == [42, 43] and record["dataset"] == "tiny"
+    assert set(record["summary"]) == {"rnn", "lstm", "gru", "bilstm"}
+    committed = json.loads((project / "metrics" / "evaluate.json").read_text())
+    # seed 42 is the committed run, restored rather than retrained
+    for name, m in committed["models"].items():
+        assert record["per_seed"]["42"][name]["test_accuracy"] == m["test_accuracy"]
+        assert record["summary"][name]["seeds"] == 2
+    assert record["per_seed"]["43"] != record["per_seed"]["42"]
+    exps = sh("dvc", "exp", "list", "--name-only", cwd=project).stdout.split()
+    assert {"seed-42", "seed-43"} <= set(exps)
+    report = (project / "reports" / "seeds.md").read_text()
+    assert "| rnn | 2 |" in report and "98.41%" not in report  # tiny is not MNIST
+    # the workspace is left as committed: no tracked file changed
+    assert sh("git", "status", "--porcelain", "--untracked-files=no", cwd=project).stdout == ""
