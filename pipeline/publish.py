@@ -183,6 +183,11 @@ def run(record: dict, run_id: str = "manual", *, project: Path | str | None = No
         raise StageFailed(f"publish: {config.CHAMPION_DIR}/card.json is missing; run evaluate first")
     decision = decide(new["val_accuracy"], old and old["val_accuracy"], pub.champion_margin,
                       same_model=bool(old) and old["md5"] == new["md5"])
+    if decision == "replaced" and old and pub.require_significance:
+        better, words = _paired_on_validation(ws, folder / "model.keras",
+                                              ws / config.CHAMPION_DIR / "model.keras")
+        log.info("publish: new vs published champion on the validation set: %s", words)
+        decision = "replaced" if better else "kept"
     if decision == "replaced":
         _install(ws / config.CHAMPION_DIR, folder, new, old, run_id,
                  staging=ws / "tmp" / "champion")
@@ -224,6 +229,21 @@ def run(record: dict, run_id: str = "manual", *, project: Path | str | None = No
     summary = _summary(ws, pub, run_id, commit, message, source)
     shutil.rmtree(ws, ignore_errors=True)
     return summary
+
+
+def _paired_on_validation(ws: Path, old_model: Path, new_model: Path) -> tuple[bool, str]:
+    """McNemar's exact test of the two models on the same validation images
+    (``publish.require_significance``): is the new one right on significantly more?"""
+    import keras
+
+    from pipeline import split, stats
+
+    x_val, y_val = split.load(ws / "data" / "split", "val")
+    old_pred, new_pred = (keras.models.load_model(path).predict(
+        x_val.astype("float32"), batch_size=1000, verbose=0).argmax(1)
+        for path in (old_model, new_model))
+    return (stats.significantly_better(y_val, old_pred, new_pred),
+            stats.paired(y_val, old_pred, new_pred).words())
 
 
 def _summary(ws: Path, pub, run_id: str, commit: str, message: str, source) -> dict:

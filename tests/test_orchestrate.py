@@ -177,16 +177,7 @@ def test_publish_replaces_registers_and_then_keeps_the_champion(finished, tmp_pa
 
     # Someone publishes a better model by hand: this run's best must not replace it.
     rival = next(m for m in MODELS if m != best["model"])
-    champion = clone / "models" / "champion"
-    shutil.copyfile(project / "models/checkpoints" / f"{rival}.keras", champion / "model.keras")
-    card = json.loads((champion / "card.json").read_text())
-    card.update(model=rival, metrics={**card["metrics"], "val_accuracy": 0.999})
-    (champion / "card.json").write_text(json.dumps(card))
-    sh("dvc", "add", "models/champion", cwd=clone)
-    sh("dvc", "push", "models/champion.dvc", cwd=clone)
-    sh("git", "commit", "-qam", "hand-published champion", cwd=clone)
-    sh("git", "push", "-q", "origin", "pipeline-runs", cwd=clone)
-    hand = sh("git", "rev-parse", "HEAD", cwd=clone).stdout.strip()
+    hand = hand_publish(project, clone, rival, 0.999)
 
     kept = publish.run(record, "run-2", project=project)
     assert kept["decision"] == "kept" and kept["champion"] == {"model": rival, "val_accuracy": 0.999}
@@ -194,6 +185,44 @@ def test_publish_replaces_registers_and_then_keeps_the_champion(finished, tmp_pa
     assert message.startswith("retrain run-2: champion kept: " + rival)
     assert sh("git", "rev-parse", "pipeline-runs~1", cwd=project).stdout.strip() == hand
     assert sh("git", "tag", cwd=project).stdout.split() == tags   # nothing registered
+
+
+def hand_publish(project: Path, clone: Path, model: str, val_accuracy: float) -> str:
+    """Publish ``model``'s checkpoint as the champion by hand, claiming ``val_accuracy``."""
+    champion = clone / "models" / "champion"
+    shutil.copyfile(project / "models/checkpoints" / f"{model}.keras", champion / "model.keras")
+    card = json.loads((champion / "card.json").read_text())
+    card.update(model=model, metrics={**card["metrics"], "val_accuracy": val_accuracy})
+    (champion / "card.json").write_text(json.dumps(card))
+    sh("dvc", "add", "models/champion", cwd=clone)
+    sh("dvc", "push", "models/champion.dvc", cwd=clone)
+    sh("git", "commit", "-qam", "hand-published champion", cwd=clone)
+    sh("git", "push", "-q", "origin", "pipeline-runs", cwd=clone)
+    return sh("git", "rev-parse", "HEAD", cwd=clone).stdout.strip()
+
+
+def test_publish_can_require_a_significant_gain(finished, tmp_path, caplog):
+    project, record = finished
+    assert publish.run(record, "run-1", project=project)["decision"] == "replaced"
+    best = json.loads((project / "models/best/card.json").read_text())["model"]
+    clone = tmp_path / "clone"
+    sh("git", "clone", "-q", "--branch", "pipeline-runs", str(project), str(clone), cwd=tmp_path)
+    sh("dvc", "remote", "modify", "--local", "storage", "url",
+       str(project.parent / "p-remote"), cwd=clone)
+    sh("dvc", "pull", "models/champion.dvc", cwd=clone)
+    # a rival that claims a lower validation accuracy: the margin alone would replace it
+    hand_publish(project, clone, next(m for m in MODELS if m != best), 0.0)
+    params = project / "params.yaml"
+    params.write_text(params.read_text().replace("require_significance: false",
+                                                 "require_significance: true"))
+    sh("git", "commit", "-qam", "require a significant gain", cwd=project)
+    strict = {**record, "commit": sh("git", "rev-parse", "HEAD", cwd=project).stdout.strip()}
+    with caplog.at_level("INFO", logger="pipeline.publish"):
+        result = publish.run(strict, "run-2", project=project)
+    words = [r.getMessage() for r in caplog.records if "validation set" in r.getMessage()]
+    assert words and "fixed" in words[0] and "broken" in words[0], caplog.text
+    # 200 validation images of models near chance: no difference is significant
+    assert "within noise" in words[0] and result["decision"] == "kept"
 
 
 def test_publish_refuses_an_incomplete_run(finished):
