@@ -60,6 +60,27 @@ def atomic_write_text(path: Path, text: str) -> None:
         raise
 
 
+def stable_keras_copy(src: Path, dest: Path) -> None:
+    """Copy a ``.keras`` file without its save time, so the same training gives the same bytes.
+
+    Keras stamps ``date_saved`` into ``metadata.json`` and every zip member
+    carries the time it was written: without this, two identical trainings
+    would never share a checksum and DVC would see every rerun as a change.
+    """
+    import zipfile
+
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dest, "w") as zout:
+        for info in zin.infolist():
+            data = zin.read(info)
+            if info.filename == "metadata.json":
+                meta = json.loads(data)
+                meta.pop("date_saved", None)
+                data = json.dumps(meta).encode()
+            fixed = zipfile.ZipInfo(info.filename, date_time=(1980, 1, 1, 0, 0, 0))
+            fixed.compress_type, fixed.external_attr = info.compress_type, info.external_attr
+            zout.writestr(fixed, data)
+
+
 def write_json(path: Path, data: dict) -> None:
     atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
 

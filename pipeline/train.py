@@ -266,7 +266,7 @@ def run(name: str, params: config.Params, split_dir: Path = config.SPLIT_DIR,
     live.end()
 
     checkpoint.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(work_ckpt, work / "final.keras")
+    runtime.stable_keras_copy(work_ckpt, work / "final.keras")   # no save time inside
     (work / "final.keras").replace(checkpoint)  # atomic: same filesystem
     shutil.rmtree(log_dir, ignore_errors=True)
     log_dir.parent.mkdir(parents=True, exist_ok=True)

@@ -97,7 +97,7 @@ class Cluster:
             "LOG_PORT_BASE": str(p + 6), "S3_ENDPOINT": f"http://127.0.0.1:{p + 8}",
             "MOTO_VENV": str(ROOT / ".cluster" / "moto-venv"),   # software only: reused
             "RETRAIN_SCHEDULE": "none", "RETRAIN_RETRY_DELAY_S": "5",
-            "HEARTBEAT_TIMEOUT_S": "30"}
+            "HEARTBEAT_TIMEOUT_S": "20"}
         self.s3_port = p + 4
         self.proxy = S3Proxy(p + 8, p + 4)
         self.git_url = f"git://127.0.0.1:{p + 5}/rnn-mnist.git"
@@ -154,8 +154,8 @@ class Cluster:
 
     def tasks(self, run_id: str) -> list[dict]:
         rows = self.query(
-            "SELECT task_id, rendered_map_index, state, try_number, hostname, start_date, "
-            "end_date FROM task_instance WHERE dag_id = %s AND run_id = %s ORDER BY start_date",
+            "SELECT task_id, map_index, state, try_number, hostname, start_date, end_date "
+            "FROM task_instance WHERE dag_id = %s AND run_id = %s ORDER BY start_date",
             DAG_ID, run_id)
         keys = ("task", "index", "state", "try", "host", "start", "end")
         return [dict(zip(keys, row)) for row in rows]

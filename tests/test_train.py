@@ -211,3 +211,29 @@ def test_diverged_training_fails_and_keeps_the_checkpoint(tmp_path, split_dir):
 def test_unknown_model_name(tmp_path, split_dir):
     with pytest.raises(StageError, match="models.transformer: no such model"):
         _run(tmp_path, config.load(TINY_PARAMS), name="transformer", split_dir=split_dir)
+
+
+def test_a_checkpoint_s_bytes_do_not_depend_on_when_it_was_saved(tmp_path, monkeypatch):
+    """Keras stamps the save time into a .keras file; the stage's copy has none, so
+    the same training gives the same checksum and DVC sees no change."""
+    import time
+
+    import keras
+    import numpy as np
+
+    from pipeline import runtime
+
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    raw, stable = [], []
+    for i, when in enumerate((1_700_000_000, 1_800_000_000)):
+        monkeypatch.setattr(time, "time", lambda when=when: when)
+        monkeypatch.setattr(time, "localtime", lambda secs=None, when=when: time.gmtime(when))
+        model.save(tmp_path / f"raw{i}.keras")
+        runtime.stable_keras_copy(tmp_path / f"raw{i}.keras", tmp_path / f"stable{i}.keras")
+        raw.append((tmp_path / f"raw{i}.keras").read_bytes())
+        stable.append((tmp_path / f"stable{i}.keras").read_bytes())
+    assert raw[0] != raw[1]          # what Keras writes differs ...
+    assert stable[0] == stable[1]    # ... what the stage keeps does not
+    x = np.ones((1, 3), "float32")
+    assert np.array_equal(keras.models.load_model(tmp_path / "stable0.keras").predict(x, verbose=0),
+                          model.predict(x, verbose=0))
