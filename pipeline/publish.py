@@ -23,18 +23,16 @@ DVC remote before that, so a failure anywhere leaves the old champion whole.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import logging
-import os
 import shutil
 import subprocess
 import sys
-from datetime import datetime, timezone
 from pathlib import Path
 
-from pipeline import registry, workspace
-from pipeline.orchestrate import (ParamsError, PermanentError, RemoteUnavailable, StageFailed,
+from pipeline import champion, registry, workspace
+from pipeline.champion import decide
+from pipeline.orchestrate import (PermanentError, RemoteUnavailable, StageFailed,
                                   TransientError, command_env, dvc, error_lines,
                                   open_task_workspace, pull, push, stage_facts)
 
@@ -47,20 +45,6 @@ def git(project: Path, *args: str, env: dict | None = None, check: bool = True) 
     if check and proc.returncode != 0:
         raise StageFailed(f"publish: git {' '.join(args)} failed: {proc.stderr.strip()}")
     return proc.stdout.strip() if proc.returncode == 0 else ""
-
-
-def decide(new_val: float, old_val: float | None, margin: float, same_model: bool) -> str:
-    """``replaced``, ``kept`` or ``unchanged`` (this very model is already published).
-
-    A new champion must beat the published one by at least ``margin`` on
-    validation accuracy; a tie never replaces it.
-    """
-    if same_model:
-        return "unchanged"
-    if old_val is None:
-        return "replaced"
-    gain = round(new_val - old_val, 9)  # 0.9915 - 0.991 is 0.000499999... in floats
-    return "replaced" if gain > 0 and gain >= margin else "kept"
 
 
 def record_run(ws: Path, previous: str | None, message: str) -> str:
@@ -89,34 +73,6 @@ def record_run(ws: Path, previous: str | None, message: str) -> str:
 def _is_ancestor(project: Path, a: str, b: str) -> bool:
     return subprocess.run(["git", "merge-base", "--is-ancestor", a, b], cwd=project,
                           capture_output=True).returncode == 0
-
-
-def _champion(folder: Path) -> dict | None:
-    """Model, val accuracy and checkpoint checksum of models/best or the published champion."""
-    try:
-        card = json.loads((folder / "card.json").read_text())
-    except (OSError, ValueError):
-        return None
-    published = folder / "published.json"
-    return {"model": card["model"], "val_accuracy": card["metrics"]["val_accuracy"],
-            "md5": _md5(folder / "model.keras"),
-            "published": json.loads(published.read_text()) if published.exists() else {}}
-
-
-def _md5(path: Path) -> str | None:
-    return hashlib.md5(path.read_bytes()).hexdigest() if path.exists() else None
-
-
-def _verdict(decision: str, new: dict, old: dict | None, margin: float) -> str:
-    def show(c):
-        return f"{c['model']} (val accuracy {c['val_accuracy']:.4f})"
-    if decision == "replaced":
-        return f"champion replaced: {show(new)} " + (
-            f"beats {show(old)} by at least {margin}" if old else "is the first champion")
-    if decision == "kept":
-        return (f"champion kept: {show(old)}; this run's best, {show(new)}, "
-                f"is not better by {margin}")
-    return f"champion unchanged: {show(new)} is already the published one"
 
 
 def _previous_run(ws: Path, branch: str) -> tuple[str | None, str]:
@@ -178,23 +134,23 @@ def run(record: dict, run_id: str = "manual", *, project: Path | str | None = No
     if previous:
         _restore_champion(ws, previous, dvc_file, pub.remote)
     folder = ws / pub.champion_dir
-    new, old = _champion(ws / config.CHAMPION_DIR), _champion(folder)
+    new, old = champion.read(ws / config.CHAMPION_DIR), champion.read(folder)
     if new is None:
         raise StageFailed(f"publish: {config.CHAMPION_DIR}/card.json is missing; run evaluate first")
     decision = decide(new["val_accuracy"], old and old["val_accuracy"], pub.champion_margin,
                       same_model=bool(old) and old["md5"] == new["md5"])
     if decision == "replaced" and old and pub.require_significance:
-        better, words = _paired_on_validation(ws, folder / "model.keras",
+        better, words = champion.paired_on_validation(ws, folder / "model.keras",
                                               ws / config.CHAMPION_DIR / "model.keras")
         log.info("publish: new vs published champion on the validation set: %s", words)
         decision = "replaced" if better else "kept"
     if decision == "replaced":
-        _install(ws / config.CHAMPION_DIR, folder, new, old, run_id,
+        champion.install(ws / config.CHAMPION_DIR, folder, new, old, run_id,
                  staging=ws / "tmp" / "champion")
     if decision == "replaced" or not (ws / dvc_file).exists():
         if dvc(ws, "add", pub.champion_dir, what="publish")[0] != 0:
             raise StageFailed(f"publish: dvc add {pub.champion_dir} failed")
-    verdict = _verdict(decision, new, old, pub.champion_margin)
+    verdict = champion.verdict(decision, new, old, pub.champion_margin)
     log.info("publish: %s", verdict)
     push(ws, [], pub.remote, "publish")     # everything, the champion included, before git moves
 
@@ -231,68 +187,17 @@ def run(record: dict, run_id: str = "manual", *, project: Path | str | None = No
     return summary
 
 
-def _paired_on_validation(ws: Path, old_model: Path, new_model: Path) -> tuple[bool, str]:
-    """McNemar's exact test of the two models on the same validation images
-    (``publish.require_significance``): is the new one right on significantly more?"""
-    import keras
-
-    from pipeline import split, stats
-
-    x_val, y_val = split.load(ws / "data" / "split", "val")
-    old_pred, new_pred = (keras.models.load_model(path).predict(
-        x_val.astype("float32"), batch_size=1000, verbose=0).argmax(1)
-        for path in (old_model, new_model))
-    return (stats.significantly_better(y_val, old_pred, new_pred),
-            stats.paired(y_val, old_pred, new_pred).words())
-
-
 def _summary(ws: Path, pub, run_id: str, commit: str, message: str, source) -> dict:
     """What the task returns and the asset event carries."""
     verdict = message.split(": ", 1)[-1].splitlines()[0]
     decision = next((d for d in ("replaced", "kept", "unchanged")
                      if verdict.startswith(f"champion {d}")), "unknown")
-    champion = _champion(ws / pub.champion_dir) or {}
+    published = champion.read(ws / pub.champion_dir) or {}
     return {"decision": decision, "verdict": verdict,
-            "champion": {k: champion.get(k) for k in ("model", "val_accuracy")},
+            "champion": {k: published.get(k) for k in ("model", "val_accuracy")},
             "champion_dir": pub.champion_dir, "record_branch": pub.record_branch,
             "record_commit": commit, "git_source": source.git_url, "remote": pub.remote,
             "run_id": run_id}
-
-
-def _install(best: Path, folder: Path, new: dict, old: dict | None, run_id: str,
-             staging: Path) -> None:
-    """Make ``best`` the published champion, swapped in with one rename."""
-    remove_path(staging)
-    shutil.copytree(best, staging)
-    (staging / "published.json").write_text(json.dumps({
-        "model": new["model"], "val_accuracy": new["val_accuracy"], "run_id": run_id,
-        "published_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "previous": old and {k: old[k] for k in ("model", "val_accuracy")}}, indent=2) + "\n")
-    replace_path(staging, folder)
-    remove_path(staging)
-
-
-def replace_path(src: Path, dest: Path) -> None:
-    """Put a copy of ``src`` at ``dest`` in one rename, so readers never see half of it."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    staged = dest.with_name(f".{dest.name}.incoming")
-    remove_path(staged)
-    shutil.copytree(src, staged) if src.is_dir() else shutil.copy2(src, staged)
-    if dest.is_dir():
-        old = dest.with_name(f".{dest.name}.old")
-        shutil.rmtree(old, ignore_errors=True)
-        dest.rename(old)
-        staged.rename(dest)
-        shutil.rmtree(old)
-    else:
-        os.replace(staged, dest)
-
-
-def remove_path(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path)
-    else:
-        path.unlink(missing_ok=True)
 
 
 def main(argv: list[str] | None = None) -> int:
