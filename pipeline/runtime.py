@@ -63,11 +63,20 @@ def atomic_write_text(path: Path, text: str) -> None:
 def stable_keras_copy(src: Path, dest: Path) -> None:
     """Copy a ``.keras`` file without its save time, so the same training gives the same bytes.
 
-    Keras stamps ``date_saved`` into ``metadata.json`` and every zip member
-    carries the time it was written: without this, two identical trainings
+    Keras stamps ``date_saved`` into ``metadata.json``, every zip member
+    carries the time it was written, and ``config.json`` numbers shared
+    objects by their memory address: without this, two identical trainings
     would never share a checksum and DVC would see every rerun as a change.
     """
     import zipfile
+
+    ids: dict = {}
+
+    def renumber(node):  # memory addresses -> 0, 1, 2 ... in order of appearance
+        if isinstance(node, dict):
+            return {k: ids.setdefault(v, len(ids)) if k == "shared_object_id" else renumber(v)
+                    for k, v in node.items()}
+        return [renumber(v) for v in node] if isinstance(node, list) else node
 
     with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dest, "w") as zout:
         for info in zin.infolist():
@@ -76,6 +85,8 @@ def stable_keras_copy(src: Path, dest: Path) -> None:
                 meta = json.loads(data)
                 meta.pop("date_saved", None)
                 data = json.dumps(meta).encode()
+            elif info.filename == "config.json":
+                data = json.dumps(renumber(json.loads(data))).encode()
             fixed = zipfile.ZipInfo(info.filename, date_time=(1980, 1, 1, 0, 0, 0))
             fixed.compress_type, fixed.external_attr = info.compress_type, info.external_attr
             zout.writestr(fixed, data)

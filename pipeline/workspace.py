@@ -189,9 +189,13 @@ def apply(ws: Path, record: dict, stage_order: list[str]) -> None:
 def capture(ws: Path, stage: str, uncached: list[str], source: Source, upstream: dict,
             **facts) -> dict:
     """The record to hand on: upstream's plus this stage's lock entry and uncached outputs."""
+    # The .gitignore files DVC writes beside outputs are part of what `dvc repro`
+    # leaves behind (and of a folder's checksum when a later stage reads it).
+    ignores = [line[3:] for line in git(ws, "status", "--porcelain", "--untracked-files=all")
+               .splitlines() if line.endswith(".gitignore")]
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
-        for rel in uncached:
+        for rel in [*uncached, *ignores]:
             if (ws / rel).exists():
                 tar.add(ws / rel, arcname=rel)
     if buffer.tell() > MAX_FILES_BYTES:

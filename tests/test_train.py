@@ -237,3 +237,26 @@ def test_a_checkpoint_s_bytes_do_not_depend_on_when_it_was_saved(tmp_path, monke
     x = np.ones((1, 3), "float32")
     assert np.array_equal(keras.models.load_model(tmp_path / "stable0.keras").predict(x, verbose=0),
                           model.predict(x, verbose=0))
+
+
+def test_shared_objects_are_numbered_in_order_not_by_address(tmp_path):
+    """config.json names shared objects by memory address; the stable copy by order."""
+    import json
+    import zipfile
+
+    import keras
+
+    from pipeline import runtime
+
+    inputs = keras.Input((4,))
+    shared = keras.layers.Dense(3)
+    model = keras.Model(inputs, shared(shared(keras.layers.Dense(3)(inputs))))
+    model.save(tmp_path / "raw.keras")
+    runtime.stable_keras_copy(tmp_path / "raw.keras", tmp_path / "stable.keras")
+    config = zipfile.ZipFile(tmp_path / "stable.keras").read("config.json").decode()
+    ids = sorted({int(x.split(":")[1].strip(" }")) for x in config.split('"shared_object_id"')[1:]
+                  for x in [x.split(",")[0]]})
+    assert ids and ids == list(range(len(ids)))
+    again = keras.models.load_model(tmp_path / "stable.keras")
+    assert json.dumps(again.get_config(), sort_keys=True) == \
+        json.dumps(keras.models.load_model(tmp_path / "raw.keras").get_config(), sort_keys=True)
