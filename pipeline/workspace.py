@@ -183,7 +183,19 @@ def apply(ws: Path, record: dict, stage_order: list[str]) -> None:
         if entry.get("files"):
             data = base64.b64decode(entry["files"])
             with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
-                tar.extractall(ws, filter="data")
+                for member in tar.getmembers():
+                    if member.name.endswith(".gitignore"):   # several stages write one
+                        _merge_lines(ws / member.name, tar.extractfile(member).read().decode())
+                    else:
+                        tar.extract(member, ws, filter="data")
+
+
+def _merge_lines(path: Path, text: str) -> None:
+    """Add the lines of ``text`` that ``path`` lacks, in order (as DVC appends them)."""
+    lines = path.read_text().splitlines() if path.exists() else []
+    lines += [line for line in text.splitlines() if line not in lines]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(f"{line}\n" for line in lines))
 
 
 def capture(ws: Path, stage: str, uncached: list[str], source: Source, upstream: dict,

@@ -254,3 +254,27 @@ def test_a_task_timeout_stops_the_stage_and_its_children(tmp_path):
     while Path(f"/proc/{child}").exists() and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not Path(f"/proc/{child}").exists()
+
+
+def test_gitignore_files_of_several_stages_merge_in_order(tmp_path):
+    """Each training writes models/checkpoints/.gitignore with its own line; the
+    evaluate task must see all of them, as after a plain `dvc repro`."""
+    import base64
+    import io
+    import tarfile
+
+    def files(text: str) -> str:
+        buffer = io.BytesIO()
+        with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+            info = tarfile.TarInfo("models/checkpoints/.gitignore")
+            info.size = len(text)
+            tar.addfile(info, io.BytesIO(text.encode()))
+        return base64.b64encode(buffer.getvalue()).decode()
+
+    stages = {f"train@{m}": {"lock": {"cmd": m}, "files": files(f"/{m}.keras\n")}
+              for m in ("rnn", "lstm")}
+    record = {"git_url": "x", "commit": "c", "stages": stages}
+    workspace.apply(tmp_path, record, list(stages))
+    assert (tmp_path / "models/checkpoints/.gitignore").read_text() == "/rnn.keras\n/lstm.keras\n"
+    workspace.apply(tmp_path, record, list(stages))   # applying again changes nothing
+    assert (tmp_path / "models/checkpoints/.gitignore").read_text() == "/rnn.keras\n/lstm.keras\n"
