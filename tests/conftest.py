@@ -108,3 +108,15 @@ def remote_holds_everything(repo: Path, **env: str) -> bool:
     missing = {path: what for path, what in status.items() if what not in ("deleted",)}
     assert not missing, f"not in the DVC remote: {missing}"
     return True
+
+
+# What two runs of the same commit and params record differently: outputs that
+# hold wall times (runtime records, throughput, Data Docs, the model card), what
+# depends on them, and the SavedModel export, whose protocol buffers are not
+# byte-stable. Everything else in dvc.lock must be equal, checksum for checksum.
+TIMED = ("metrics/runtime/", "metrics/evaluate.json", "reports/report.md", "metrics/train",
+         "reports/validation", "models/best", "models/export")
+
+
+def untimed(entries: list[dict]) -> list[dict]:
+    return [e if not e["path"].startswith(TIMED) else {"path": e["path"]} for e in entries]

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import ROOT, copy_project, make_project, sh
+from conftest import ROOT, copy_project, make_project, sh, untimed
 from pipeline import config
 
 DAG_ID = "retrain"
@@ -224,17 +224,6 @@ def test_dags_test_runs_every_task_to_success(dag_run, airflow):
     locked = yaml.safe_load(sh("git", "show", "pipeline-runs:dvc.lock", cwd=project).stdout)
     assert list(locked["stages"]) == ["fetch", "validate", "split",
                                       *(f"train@{m}" for m in models), "evaluate"]
-
-
-# ... but for the outputs that hold wall times (runtime records, throughput, Data
-# Docs, the model card), what depends on them, and the SavedModel export, whose
-# protocol buffers are not byte-stable
-TIMED = ("metrics/runtime/", "metrics/evaluate.json", "reports/report.md", "metrics/train",
-         "reports/validation", "models/best", "models/export")
-
-
-def untimed(entries: list[dict]) -> list[dict]:
-    return [e if not e["path"].startswith(TIMED) else {"path": e["path"]} for e in entries]
 
 
 def test_the_run_record_equals_a_plain_dvc_repro(dag_run, tiny_repro, tmp_path):
