@@ -76,10 +76,47 @@ def first_run(cluster):
     return cluster.tasks("first")
 
 
+@pytest.fixture(scope="module")
+def faulty_run(first_run, cluster, tmp_path_factory):
+    """A second run (new seed) that meets both faults, one after the other:
+    the S3 remote goes down once validate is done, and comes back as soon as
+    a task failed on it; then every process of the worker running a training
+    is killed (the worker is started again after the run)."""
+    new_commit(cluster, seed=7)
+    before = remote_ref(cluster, "refs/heads/pipeline-runs")
+    cluster.trigger("faulty")
+    cluster.wait("validate to finish", 300, lambda: any(
+        t["task"] == "validate" and t["state"] == "success" for t in cluster.tasks("faulty")))
+    cluster.proxy.down()
+    try:
+        s3_failed = cluster.wait("a task to fail on the S3 remote", 300, lambda: [
+            t for t in cluster.tasks("faulty") if t["state"] == "up_for_retry"])[0]
+        record_while_down = remote_ref(cluster, "refs/heads/pipeline-runs")
+    finally:
+        cluster.proxy.up()
+    victim = cluster.wait("a training to start", 300, lambda: [
+        t for t in cluster.tasks("faulty") if t["task"] == "train" and t["state"] == "running"])[0]
+    cluster.wait("the training to get going", 60, lambda: "train@" in cluster.task_log(
+        victim["host"], "faulty", "train", victim["try"], victim["index"]), every=1)
+    killed = cluster.kill_worker(victim["host"])
+    record_after_kill = remote_ref(cluster, "refs/heads/pipeline-runs")
+    try:
+        state = cluster.wait_run("faulty", 900)
+    finally:
+        cluster.script("up.sh")   # the worker back
+    record = record_clone(cluster, tmp_path_factory.mktemp("faulty") / "record")
+    return {"state": state, "tasks": cluster.tasks("faulty"), "before": before, "record": record,
+            "s3_failed": s3_failed, "record_while_down": record_while_down,
+            "s3_log": cluster.task_log(s3_failed["host"], "faulty", s3_failed["task"],
+                                       s3_failed["try"], s3_failed["index"]),
+            "victim": victim, "killed": killed, "record_after_kill": record_after_kill}
+
+
 def test_a_run_spreads_over_both_workers_and_trainings_overlap(first_run):
-    assert {t["state"] for t in first_run} == {"success"}, first_run
-    assert {t["host"] for t in first_run} == WORKERS
-    trains = [t for t in first_run if t["task"] == "train"]
+    tasks = first_run["tasks"]
+    assert {t["state"] for t in tasks} == {"success"}, tasks
+    assert {t["host"] for t in tasks} == WORKERS
+    trains = [t for t in tasks if t["task"] == "train"]
     assert len(trains) == 4
     overlapping = [(a, b) for a in trains for b in trains
                    if a["host"] != b["host"] and a["start"] < b["end"] and b["start"] < a["end"]]
@@ -108,50 +145,27 @@ def test_the_record_is_on_the_git_remote_and_the_s3_remote_holds_everything(
     assert remote_ref(cluster, "refs/tags/champion#prod#1")
 
 
-def test_a_killed_worker_s_training_finishes_on_the_other(first_run, cluster, tmp_path):
-    new_commit(cluster, seed=7)
-    before = remote_ref(cluster, "refs/heads/pipeline-runs")
-    cluster.trigger("killed")
-    running = cluster.wait("a training to start", 300, lambda: [
-        t for t in cluster.tasks("killed") if t["task"] == "train" and t["state"] == "running"])
-    victim = running[0]
-    cluster.wait("the training to get going", 60, lambda: "train@" in cluster.task_log(
-        victim["host"], "killed", "train", 1, victim["index"]), every=1)
-    assert cluster.kill_worker(victim["host"]) > 0
-    assert remote_ref(cluster, "refs/heads/pipeline-runs") == before  # champion untouched
-    try:
-        assert cluster.wait_run("killed", 900) == "success", cluster.describe()
-    finally:
-        cluster.script("up.sh")   # the worker back, for the tests after this one
-    tasks = cluster.tasks("killed")
-    retried = [t for t in tasks if t["task"] == "train" and t["index"] == victim["index"]][0]
-    assert retried["try"] >= 2 and retried["host"] != victim["host"], retried
-    record = record_clone(cluster, tmp_path / "record")
-    assert remote_holds_everything(record, **S3_ENV)
-    assert sh("git", "rev-parse", "HEAD~1", cwd=record).stdout.strip() == before
-    assert "retrain killed:" in sh("git", "log", "-1", "--format=%s", cwd=record).stdout
+def test_a_killed_worker_s_training_finishes_on_the_other(faulty_run, cluster):
+    victim = faulty_run["victim"]
+    assert faulty_run["killed"] > 0
+    assert faulty_run["record_after_kill"] == faulty_run["before"]   # champion untouched
+    assert faulty_run["state"] == "success", faulty_run["tasks"]
+    retried = [t for t in faulty_run["tasks"]
+               if t["task"] == "train" and t["index"] == victim["index"]][0]
+    assert retried["try"] > victim["try"] and retried["host"] != victim["host"], retried
+    record = faulty_run["record"]
+    assert remote_holds_everything(record, **S3_ENV)   # nothing lost
+    assert sh("git", "rev-parse", "HEAD~1", cwd=record).stdout.strip() == faulty_run["before"]
+    assert "retrain faulty:" in sh("git", "log", "-1", "--format=%s", cwd=record).stdout
 
 
-def test_the_s3_remote_down_is_retried_and_the_champion_never_half_changes(
-        first_run, cluster, tmp_path):
-    new_commit(cluster, seed=11)
-    before = remote_ref(cluster, "refs/heads/pipeline-runs")
-    cluster.trigger("s3-down")
-    cluster.wait("validate to finish", 300, lambda: any(
-        t["task"] == "validate" and t["state"] == "success" for t in cluster.tasks("s3-down")))
-    cluster.proxy.down()
-    try:
-        failed = cluster.wait("a task to fail on the S3 remote", 300, lambda: [
-            t for t in cluster.tasks("s3-down") if t["state"] == "up_for_retry"
-            or (t["try"] or 0) >= 2])
-        assert remote_ref(cluster, "refs/heads/pipeline-runs") == before
-    finally:
-        cluster.proxy.up()
-    task = failed[0]
-    log = cluster.task_log(task["host"], "s3-down", task["task"], 1)
+def test_the_s3_remote_down_is_retried_and_the_champion_never_half_changes(faulty_run):
+    failed, log = faulty_run["s3_failed"], faulty_run["s3_log"]
     assert "DVC remote 'storage'" in log and "retried later" in log, log[-3000:]
-    assert cluster.wait_run("s3-down", 600) == "success", cluster.describe()
-    record = record_clone(cluster, tmp_path / "record")
-    assert remote_holds_everything(record, **S3_ENV)
-    assert sh("git", "rev-parse", "HEAD~1", cwd=record).stdout.strip() == before
-
+    retried = [t for t in faulty_run["tasks"] if (t["task"], t["index"]) ==
+               (failed["task"], failed["index"])][0]
+    assert retried["state"] == "success" and retried["try"] > failed["try"]
+    # the published champion did not move while the remote was down, and the new
+    # record's champion and data are all in the remote
+    assert faulty_run["record_while_down"] == faulty_run["before"]
+    assert remote_holds_everything(faulty_run["record"], **S3_ENV)

@@ -24,6 +24,7 @@ def test_summary_is_mean_sample_std_and_min():
     assert "98.41%" not in bare and "no published references" in bare
 
 
+@pytest.mark.slow   # two seeds of four trainings (~2 min): `make test-slow` keeps CI under 20 min
 def test_make_seeds_runs_every_model_per_seed_as_dvc_experiments(tiny_repro, tmp_path):
     project = copy_project(tiny_repro, tmp_path / "project")
     assert "\t$(BIN)/python -m pipeline.seeds --n $(N)\n" in (ROOT / "Makefile").read_text()
