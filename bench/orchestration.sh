@@ -16,6 +16,7 @@ WHAT=${1:-2}
 WORK=$(mktemp -d /tmp/orchestration-bench.XXXX)
 export PATH="$ROOT/.venv/bin:$PATH" TF_CPP_MIN_LOG_LEVEL=2 GX_ANALYTICS_ENABLED=false
 export DATA_MIRROR_DIR="${DATA_MIRROR_DIR:-$ROOT/../shared/data/mnist}" RETRAIN_SCHEDULE=none
+[ "$WHAT" = tiny ] && unset DATA_MIRROR_DIR   # the fixture is its own mirror (params-tiny.yaml)
 
 for name in plain local cluster; do
   git clone -q "$ROOT" "$WORK/$name"
