@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Screenshots of the cluster's Airflow UI for the docs, with headless Chromium
-# (Debian's `chromium`): the DAG's grid view of the latest run, and the list of
-# its mapped trainings with the worker each ran on.
+# (Debian's `chromium`): the grid view of the latest run with its task
+# instances, and the details of the first two mapped trainings (the worker
+# each ran on, and the DAG version: the git commit the run was pinned to).
 # Usage: cluster/screenshot.sh [OUT_DIR]   (default docs/; needs `make cluster-up`)
 set -euo pipefail
 # shellcheck source=cluster/env.sh
@@ -13,12 +14,15 @@ airflow_env "$CLUSTER_DIR/airflow/admin"
 run=$(airflow dags list-runs retrain -o plain 2>/dev/null | awk '$1 == "retrain" {print $2; exit}')
 [ -n "$run" ] || { echo "screenshot: no run of retrain yet (make cluster-trigger)" >&2; exit 1; }
 base="http://127.0.0.1:$API_PORT"
-shoot() {  # shoot URL FILE: render the page (the UI is a script-driven app: give it time)
+shoot() {  # shoot URL FILE [HEIGHT]: render the page (a script-driven app: give it time)
     chromium --headless --no-sandbox --disable-gpu --disable-quic --no-first-run \
         --disable-background-networking --disable-component-update --disable-sync \
-        --user-data-dir="$(mktemp -d)" --hide-scrollbars --window-size=1500,900 \
+        --user-data-dir="$(mktemp -d)" --hide-scrollbars --window-size="1500,${3:-900}" \
         --virtual-time-budget=20000 --screenshot="$2" "$1" 2>/dev/null
     echo "screenshot: $2 ($1)"
 }
 shoot "$base/dags/retrain/runs/$run" "$out/cluster-grid.png"
-shoot "$base/dags/retrain/runs/$run/tasks/train/mapped" "$out/cluster-trainings.png"
+for index in 0 1; do
+    shoot "$base/dags/retrain/runs/$run/tasks/train/mapped/$index/details" \
+        "$out/cluster-train-$index.png" 1250
+done
