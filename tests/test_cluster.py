@@ -113,7 +113,7 @@ def faulty_run(first_run, cluster, tmp_path_factory):
 
 
 def test_a_run_spreads_over_both_workers_and_trainings_overlap(first_run):
-    tasks = first_run["tasks"]
+    tasks = first_run
     assert {t["state"] for t in tasks} == {"success"}, tasks
     assert {t["host"] for t in tasks} == WORKERS
     trains = [t for t in tasks if t["task"] == "train"]
