@@ -62,12 +62,12 @@ def verdict(decision: str, new: dict, old: dict | None, margin: float) -> str:
 def paired_on_validation(ws: Path, old_model: Path, new_model: Path) -> tuple[bool, str]:
     """McNemar's exact test of the two models on the same validation images
     (``publish.require_significance``): is the new one right on significantly more?"""
-    import keras
+    from pipeline import model as model_lib
 
     from pipeline import split, stats
 
     x_val, y_val = split.load(ws / "data" / "split", "val")
-    old_pred, new_pred = (keras.models.load_model(path).predict(
+    old_pred, new_pred = (model_lib.load(path).predict(
         x_val.astype("float32"), batch_size=1000, verbose=0).argmax(1)
         for path in (old_model, new_model))
     return (stats.significantly_better(y_val, old_pred, new_pred),

@@ -139,6 +139,7 @@ class TrainConfig:
     validate_every_steps: PositiveInt = 550
     early_stop_steps: PositiveInt = 2000
     max_train_samples: NonNegInt = 0
+    kernel: Literal["auto", "fused", "keras"] = "auto"
 
 
 @dataclass(config=_STRICT)

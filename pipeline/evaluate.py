@@ -100,7 +100,7 @@ def run(params: config.Params, split_dir: Path = config.SPLIT_DIR,
         report_path: Path = config.REPORT_FILE, champion_dir: Path = config.CHAMPION_DIR,
         export_root: Path = config.EXPORT_DIR,
         predictions_path: Path = config.PREDICTIONS_FILE) -> dict:
-    import keras
+    from pipeline import model as model_lib
 
     x_test, y_test = split.load(split_dir, "test")
     ds = params.dataset
@@ -113,7 +113,7 @@ def run(params: config.Params, split_dir: Path = config.SPLIT_DIR,
         if not summary_path.exists():
             raise StageError(f"{summary_path}: training summary is missing; rerun train@{name}")
         trained = json.loads(summary_path.read_text())
-        net = keras.models.load_model(ckpt)
+        net = model_lib.load(ckpt)
         scores, preds[name] = evaluate_model(net, x_test, y_test, params.evaluate, ds.num_classes)
         results[name] = {"val_accuracy": trained["best_val_accuracy"], **scores,
                          "params": trained["params"], "train_wall_time_s": trained["wall_time_s"],

@@ -69,6 +69,6 @@ def write(net, dest: Path) -> Path:
 def from_checkpoint(checkpoint: Path, root: Path = EXPORT_ROOT, name: str = SERVED_NAME,
                     version: int = VERSION) -> Path:
     """Load a ``.keras`` checkpoint and export it to ``<root>/<name>/<version>``."""
-    import keras
+    from pipeline import model as model_lib
 
-    return write(keras.models.load_model(checkpoint), export_dir(root, name, version))
+    return write(model_lib.load(checkpoint), export_dir(root, name, version))

@@ -24,47 +24,88 @@ from keras import layers
 from pipeline.config import ModelConfig
 
 _CELLS = {"simple_rnn": layers.SimpleRNN, "lstm": layers.LSTM, "gru": layers.GRU}
+KERNELS = ("auto", "fused", "keras")
+# Where `auto` uses pipeline.fused: the cells it trains faster than stock Keras on
+# both kinds of CPU measured (bench/train_speed.py). Keras' own LSTM and GRU loops
+# were faster than the fused ones on the AMD EPYC (AVX2) machine.
+AUTO_FUSED = ("simple_rnn",)
 
 
-def _stack(x, cfg: ModelConfig, *, backwards: bool, prefix: str) -> list:
+def use_fused(cfg: ModelConfig, kernel: str) -> bool:
+    """Whether this block's layers run on ``pipeline.fused`` under ``kernel``."""
+    wanted = kernel == "fused" or (kernel == "auto" and cfg.cell in AUTO_FUSED)
+    return wanted and fusable(cfg)
+
+
+def fusable(cfg: ModelConfig) -> bool:
+    """Whether ``pipeline.fused`` implements this block exactly (else: stock Keras)."""
+    from pipeline import fused
+
+    if cfg.dropout:
+        return False
+    return cfg.activation in fused.ACTIVATIONS if cfg.cell == "simple_rnn" else cfg.activation == "tanh"
+
+
+def _layer(cfg: ModelConfig, kernel: str, *, sequences: bool, **kwargs):
+    if use_fused(cfg, kernel):
+        from pipeline.fused import FusedRNN
+
+        return FusedRNN(cfg.cell, cfg.units, cfg.activation, return_sequences=sequences, **kwargs)
+    if cfg.cell == "lstm":
+        kwargs["unit_forget_bias"] = True  # forget-gate bias starts at 1
+    else:
+        kwargs.pop("unit_forget_bias", None)
+    return _CELLS[cfg.cell](units=cfg.units, activation=cfg.activation, dropout=cfg.dropout,
+                            return_sequences=sequences, return_state=sequences, **kwargs)
+
+
+def _stack(x, cfg: ModelConfig, *, backwards: bool, prefix: str, kernel: str) -> list:
     """Run ``cfg.layers`` stacked cells over x; return each layer's final h.
 
     With ``backwards`` the first layer reads the sequence from the last row;
     Keras then emits its outputs in that reversed order, so the layers above
     keep running backwards in time, as in the tutorial's backward stack.
     """
-    cell = _CELLS[cfg.cell]
     finals = []
     seq = x  # (batch, steps, features)
     for i in range(cfg.layers):
         top = i == cfg.layers - 1
-        kwargs = dict(units=cfg.units, activation=cfg.activation, dropout=cfg.dropout,
-                      go_backwards=backwards and i == 0, name=f"{prefix}{i + 1}")
-        if cfg.cell == "lstm":
-            kwargs["unit_forget_bias"] = True  # forget-gate bias starts at 1
+        kwargs = dict(go_backwards=backwards and i == 0, name=f"{prefix}{i + 1}",
+                      unit_forget_bias=True)
         if top:
-            finals.append(cell(**kwargs)(seq))  # (batch, units)
+            finals.append(_layer(cfg, kernel, sequences=False, **kwargs)(seq))  # (batch, units)
         else:
-            out = cell(return_sequences=True, return_state=True, **kwargs)(seq)
+            out = _layer(cfg, kernel, sequences=True, **kwargs)(seq)
             seq = out[0]  # (batch, steps, units)
             finals.append(out[1])  # final h: (batch, units)
     return finals
 
 
 def build(cfg: ModelConfig, input_shape: tuple[int, int] = (28, 28),
-          num_classes: int = 10, name: str = "model") -> keras.Model:
+          num_classes: int = 10, name: str = "model", kernel: str = "keras") -> keras.Model:
+    """The model for ``cfg``; ``kernel`` picks who runs the recurrent layers:
+    stock Keras, ``pipeline.fused`` (same weights and maths), or ``auto``
+    (``use_fused``). The default stays stock Keras for callers that load or compare
+    checkpoints; training passes ``train.kernel``."""
     inputs = keras.Input(shape=input_shape, name="rows")  # (batch, steps, features)
     x = layers.Rescaling(1.0 / 255, name="scale")(inputs)  # pixels to [0, 1]
     if cfg.bidirectional:
-        fwd = _stack(x, cfg, backwards=False, prefix="fw")[-1]
-        bwd = _stack(x, cfg, backwards=True, prefix="bw")[-1]
+        fwd = _stack(x, cfg, backwards=False, prefix="fw", kernel=kernel)[-1]
+        bwd = _stack(x, cfg, backwards=True, prefix="bw", kernel=kernel)[-1]
         merge = layers.Add if cfg.merge == "add" else layers.Concatenate
         features = merge(name=f"merge_{cfg.merge}")([fwd, bwd])  # (batch, units or 2*units)
     else:
-        finals = _stack(x, cfg, backwards=False, prefix=cfg.cell)
+        finals = _stack(x, cfg, backwards=False, prefix=cfg.cell, kernel=kernel)
         if cfg.head == "all_states" and len(finals) > 1:
             features = layers.Concatenate(name="all_states")(finals)  # (batch, layers*units)
         else:
             features = finals[-1]  # (batch, units)
     logits = layers.Dense(num_classes, name="logits")(features)  # (batch, classes)
     return keras.Model(inputs, logits, name=name)
+
+
+def load(path):
+    """``keras.models.load_model`` that also knows the fused layers (``pipeline.fused``)."""
+    from pipeline import fused  # noqa: F401  registers FusedRNN for deserialisation
+
+    return keras.models.load_model(path)

@@ -61,10 +61,10 @@ def _first_line(exc: Exception) -> str:
 
 
 def _keras(path: Path) -> Callable[[np.ndarray], np.ndarray]:
-    import keras
+    from pipeline import model as model_lib
 
     try:
-        net = keras.models.load_model(path)
+        net = model_lib.load(path)
     except Exception as exc:  # Keras raises many types for a bad file
         raise ModelError(f"{path}: not a loadable Keras model ({_first_line(exc)})") from None
 

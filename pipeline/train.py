@@ -128,6 +128,27 @@ def _dataset(x, y, cfg: config.TrainConfig):
     return ds.prefetch(2)
 
 
+def compiled(name: str, params: config.Params, total_steps: int):
+    """Seeded, deterministic, compiled model for ``name``: what the stage trains
+    (and what bench/train_speed.py times as the project's path)."""
+    import keras
+    import tensorflow as tf
+
+    from pipeline import model as model_lib
+
+    cfg = params.train
+    keras.utils.set_random_seed(cfg.seed)
+    tf.config.experimental.enable_op_determinism()  # same params -> same metrics
+    net = model_lib.build(params.models[name], params.dataset.image_shape,
+                          params.dataset.num_classes, name, kernel=cfg.kernel)
+    optimizer = keras.optimizers.Adam(schedule(cfg, total_steps), clipnorm=cfg.clipnorm or None,
+                                      name="adam")  # not adam_1 for a second model in-process
+    net.compile(optimizer=optimizer,
+                loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")])
+    return net
+
+
 class _BestTracker:
     """Remembers the best val accuracy across a resume (Keras callbacks don't)."""
 
@@ -158,13 +179,10 @@ def run(name: str, params: config.Params, split_dir: Path = config.SPLIT_DIR,
     work = Path(work_dir or WORK_ROOT / name)
 
     import keras
-    import tensorflow as tf
     from dvclive import Live
     from dvclive.keras import DVCLiveCallback
 
-    from pipeline import model as model_lib
-
-    cfg, mcfg = params.train, params.models[name]
+    cfg = params.train
     x_train, y_train = split.load(split_dir, "train")
     x_val, y_val = split.load(split_dir, "val")
     if cfg.max_train_samples:
@@ -185,15 +203,7 @@ def run(name: str, params: config.Params, split_dir: Path = config.SPLIT_DIR,
     if not resuming:
         shutil.rmtree(live_dir, ignore_errors=True)
 
-    keras.utils.set_random_seed(cfg.seed)
-    tf.config.experimental.enable_op_determinism()  # same params -> same metrics
-
-    net = model_lib.build(mcfg, params.dataset.image_shape, params.dataset.num_classes, name)
-    optimizer = keras.optimizers.Adam(schedule(cfg, p["total_steps"]),
-                                      clipnorm=cfg.clipnorm or None)
-    net.compile(optimizer=optimizer,
-                loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")])
+    net = compiled(name, params, p["total_steps"])
     if not resuming:
         net.summary(print_fn=lambda line, **_: log.info(line))
     log.info("train@%s: x_train %s, x_val %s, %s%s", name, x_train.shape, x_val.shape, p,
@@ -209,9 +219,17 @@ def run(name: str, params: config.Params, split_dir: Path = config.SPLIT_DIR,
                            tracker_base + time.perf_counter() - started)
 
     class _StepBudget(keras.callbacks.Callback):
-        """Stop after exactly total_steps; Keras still validates that last, short check."""
+        """Stop after exactly total_steps; Keras still validates that last, short check.
+        Only used when the last check is short: a per-batch hook makes Keras wait for
+        every step's result, which costs about a tenth of the step time."""
         def on_train_batch_end(self, batch, logs=None):
             if int(self.model.optimizer.iterations) >= p["total_steps"]:
+                self.model.stop_training = True
+
+    class _StopOnNaN(keras.callbacks.Callback):
+        """Keras' TerminateOnNaN, checked once per validation check instead of every batch."""
+        def on_epoch_end(self, epoch, logs=None):
+            if not math.isfinite(float((logs or {}).get("loss", 0.0))):
                 self.model.stop_training = True
 
     tracker_base = tracker.elapsed_s
@@ -221,8 +239,8 @@ def run(name: str, params: config.Params, split_dir: Path = config.SPLIT_DIR,
         _keep_history(live_dir, done)
         live.step = done
     callbacks = [
-        keras.callbacks.TerminateOnNaN(),
-        _StepBudget(),
+        _StopOnNaN(),
+        *([_StepBudget()] if p["last_check_steps"] < p["steps_per_check"] else []),
         # Order matters: the tracker, checkpoint and dvclive see an epoch before the
         # backup records it as done, so a kill in between replays that epoch (and
         # _keep_history drops the replayed epoch's first rows).

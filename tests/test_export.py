@@ -40,15 +40,16 @@ LOADER = textwrap.dedent("""
 """)
 
 
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    """A small LSTM checkpoint with fixed random weights, saved as evaluate finds it."""
+@pytest.fixture(scope="module", params=["keras", "fused"])
+def checkpoint(tmp_path_factory, request):
+    """A small LSTM checkpoint with fixed random weights, saved as evaluate finds it,
+    from stock Keras layers and from pipeline.fused ones."""
     import keras
 
     keras.utils.set_random_seed(7)
     cfg = config.ModelConfig(cell="lstm", units=8, layers=2)
     path = tmp_path_factory.mktemp("ckpt") / "model.keras"
-    model_lib.build(cfg, (28, 28), 10, "lstm").save(path)
+    model_lib.build(cfg, (28, 28), 10, "lstm", kernel=request.param).save(path)
     return path
 
 
@@ -60,13 +61,12 @@ def test_export_is_in_tf_serving_layout(checkpoint, tmp_path):
 
 
 def test_export_reproduces_the_checkpoint_in_a_process_without_project_code(checkpoint, tmp_path):
-    import keras
     import tensorflow as tf
 
     dest = export.from_checkpoint(checkpoint, tmp_path / "export")
     images_gz = FIXTURE_DIR / "t10k-images-idx3-ubyte.gz"
     images = idx.read(images_gz).data
-    expected = tf.nn.softmax(keras.models.load_model(checkpoint)(
+    expected = tf.nn.softmax(model_lib.load(checkpoint)(
         tf.constant(images, tf.float32), training=False)).numpy()
 
     outside = tmp_path / "elsewhere"

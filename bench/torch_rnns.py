@@ -1,0 +1,87 @@
+"""The four tutorial architectures in PyTorch, timed like bench/train_speed.py times Keras.
+
+Usage (in the PyTorch venv that bench/train_speed.py creates):
+    python bench/torch_rnns.py MODEL --steps N --warmup W
+Prints one JSON line: images/s of N training steps (batch 100, Adam, cross-entropy)
+after W warm-up steps. Built-in nn.RNN / nn.LSTM / nn.GRU with PyTorch's default
+settings; same shapes and parameter counts as the Keras models (PyTorch keeps two
+bias vectors per layer, so its counts are slightly higher, and says so).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import numpy as np
+import torch
+from torch import nn
+
+
+class Net(nn.Module):
+    def __init__(self, name: str, units: int = 100):
+        super().__init__()
+        self.name = name
+        if name == "rnn":  # 3 layers, ReLU, classifier on all three final states
+            self.rnn = nn.RNN(28, units, 3, nonlinearity="relu", batch_first=True)
+            self.head = nn.Linear(3 * units, 10)
+        elif name in ("lstm", "gru"):
+            cls = nn.LSTM if name == "lstm" else nn.GRU
+            self.rnn = cls(28, units, 3, batch_first=True)
+            self.head = nn.Linear(units, 10)
+        else:  # bilstm: separate 2-layer forward and backward stacks, top h added
+            self.fw = nn.LSTM(28, units, 2, batch_first=True)
+            self.bw = nn.LSTM(28, units, 2, batch_first=True)
+            self.head = nn.Linear(units, 10)
+
+    def forward(self, x):
+        x = x / 255.0
+        if self.name == "rnn":
+            _, h = self.rnn(x)  # (layers, batch, units)
+            return self.head(h.transpose(0, 1).reshape(x.shape[0], -1))
+        if self.name in ("lstm", "gru"):
+            out, _ = self.rnn(x)
+            return self.head(out[:, -1])
+        f, _ = self.fw(x)
+        b, _ = self.bw(torch.flip(x, [1]))
+        return self.head(f[:, -1] + b[:, -1])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("model")
+    ap.add_argument("--steps", type=int, default=150)
+    ap.add_argument("--warmup", type=int, default=30)
+    args = ap.parse_args()
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    n = (args.steps + args.warmup) * 100
+    x = torch.tensor(rng.integers(0, 256, (n, 28, 28)), dtype=torch.float32)
+    y = torch.tensor(rng.integers(0, 10, n))
+    net = Net(args.model)
+    opt = torch.optim.Adam(net.parameters(), lr=0.001)
+    loss_fn = nn.CrossEntropyLoss()
+
+    def step(i):
+        xb, yb = x[i * 100:(i + 1) * 100], y[i * 100:(i + 1) * 100]
+        opt.zero_grad()
+        loss = loss_fn(net(xb), yb)
+        loss.backward()
+        opt.step()
+        return loss
+
+    for i in range(args.warmup):
+        step(i)
+    start = time.perf_counter()
+    for i in range(args.warmup, args.warmup + args.steps):
+        loss = step(i)
+    float(loss)
+    seconds = time.perf_counter() - start
+    print(json.dumps({"images_per_s": args.steps * 100 / seconds,
+                      "params": sum(p.numel() for p in net.parameters()),
+                      "threads": torch.get_num_threads(), "torch": torch.__version__}))
+
+
+if __name__ == "__main__":
+    main()

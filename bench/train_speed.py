@@ -1,0 +1,206 @@
+"""Training throughput: the project's path against plain Keras and PyTorch, in one run.
+
+Usage: python bench/train_speed.py [--steps 150] [--warmup 30] [--models rnn lstm ...]
+                                   [--no-torch] [--out reports/bench-train]
+
+Per model of params.yaml, each measurement in a fresh process (so no setting leaks
+between them), images/s over ``--steps`` training steps of batch 100 after
+``--warmup`` steps (tracing, compilation and start-up excluded):
+
+- reference: the tutorial's architecture from stock Keras layers, plain
+  ``model.fit`` on NumPy arrays, Adam, stock TensorFlow settings;
+- project: what ``pipeline.train`` runs (``train.compiled``: params.yaml's
+  kernel, op determinism, the tf.data input pipeline);
+- torch: PyTorch's ``nn.RNN``/``nn.LSTM``/``nn.GRU`` in the same architecture,
+  from a virtual environment this script creates in ``.bench/torch`` (PyTorch is
+  not a dependency of the project); ``--no-torch`` skips it.
+
+Also the machine's fp32 matrix-multiply peak (2048 x 2048, with TensorFlow and
+with NumPy), GFLOP/s of every training (3 x the forward pass's multiply-adds x 2,
+recurrent and input products and the classifier), and the machine. Writes
+``<out>.md`` and ``<out>.json``. Uses data/split when it exists, else random pixels.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+TORCH_VENV = ROOT / ".bench" / "torch"
+TORCH_PIN = "torch==2.13.0"
+GATES = {"simple_rnn": 1, "lstm": 4, "gru": 3}
+
+
+def train_flops(m, steps: int = 28, features: int = 28, classes: int = 10) -> float:
+    """Training FLOPs per image: 3 x the forward pass's matrix products (2 per multiply-add)."""
+    per_stack = sum(GATES[m.cell] * steps * ((features if i == 0 else m.units) + m.units)
+                    * m.units for i in range(m.layers))
+    stacks = 2 if m.bidirectional else 1
+    head_in = (m.units * (2 if m.merge == "concat" else 1) if m.bidirectional
+               else m.units * (m.layers if m.head == "all_states" else 1))
+    return 3 * 2 * (stacks * per_stack + head_in * classes)
+
+
+def _data(n: int):
+    import numpy as np
+
+    split = ROOT / "data" / "split" / "train.npz"
+    if split.exists():
+        with np.load(split) as z:
+            return z["x"][:n], z["y"][:n], "data/split (MNIST)"
+    rng = np.random.default_rng(0)
+    return (rng.integers(0, 256, (n, 28, 28), dtype="uint8"),
+            rng.integers(0, 10, n).astype("int64"), "random pixels")
+
+
+def measure_tf(impl: str, name: str, steps: int, warmup: int) -> dict:
+    """One measurement in this process: images/s of ``impl`` training ``name``."""
+    import keras
+
+    from pipeline import config, model, train
+
+    params = config.load(ROOT / "params.yaml")
+    x, y, source = _data((steps + warmup) * 100)
+    if impl == "reference":  # stock layers, stock settings, plain fit on NumPy
+        net = model.build(params.models[name], kernel="keras")
+        net.compile(optimizer=keras.optimizers.Adam(0.001),
+                    loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                    metrics=["accuracy"])
+        xf = x.astype("float32")
+        net.fit(xf[: warmup * 100], y[: warmup * 100], batch_size=100, epochs=1, verbose=0)
+        start = time.perf_counter()
+        net.fit(xf[warmup * 100:], y[warmup * 100:], batch_size=100, epochs=1, verbose=0)
+    else:
+        net = train.compiled(name, params, total_steps=10 ** 6)
+        ds = train._dataset(x, y, params.train)
+        net.fit(ds, epochs=1, steps_per_epoch=warmup, verbose=0)
+        start = time.perf_counter()
+        net.fit(ds, epochs=1, steps_per_epoch=steps, verbose=0)
+    seconds = time.perf_counter() - start
+    return {"images_per_s": steps * 100 / seconds, "params": net.count_params(), "data": source}
+
+
+def peak(kind: str, n: int = 2048, repeats: int = 20) -> float:
+    """fp32 matrix-multiply GFLOP/s, best of ``repeats`` n x n products."""
+    import numpy as np
+
+    a = np.random.default_rng(0).standard_normal((n, n)).astype("float32")
+    if kind == "numpy":
+        mm = lambda: a @ a  # noqa: E731
+    else:
+        import tensorflow as tf
+
+        t = tf.constant(a)
+        mm = lambda: tf.matmul(t, t).numpy()  # noqa: E731
+    mm()
+    best = min(_timed(mm) for _ in range(repeats))
+    return 2 * n ** 3 / best / 1e9
+
+
+def _timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def _child(*args: str, python: str = sys.executable) -> dict:
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(ROOT)}
+    out = subprocess.run([python, *args], capture_output=True, text=True, env=env, cwd=ROOT)
+    if out.returncode:
+        raise SystemExit(f"bench: {' '.join(args)} failed:\n{out.stderr[-2000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def torch_python() -> str:
+    """The PyTorch venv's python, created on first use (pip takes the pinned CPU build)."""
+    py = TORCH_VENV / "bin" / "python"
+    if not py.exists():
+        subprocess.run([sys.executable, "-m", "venv", str(TORCH_VENV)], check=True)
+        subprocess.run([str(py), "-m", "pip", "install", "-q", TORCH_PIN, "numpy"], check=True)
+    return str(py)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--steps", type=int, default=150)
+    ap.add_argument("--warmup", type=int, default=30)
+    ap.add_argument("--models", nargs="*")
+    ap.add_argument("--no-torch", action="store_true")
+    ap.add_argument("--out", default="reports/bench-train")
+    ap.add_argument("--measure", nargs=2, metavar=("IMPL", "MODEL"), help=argparse.SUPPRESS)
+    ap.add_argument("--peak", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.measure:
+        print(json.dumps(measure_tf(*args.measure, args.steps, args.warmup)))
+        return
+    if args.peak:
+        print(json.dumps({"gflops": peak(args.peak)}))
+        return
+
+    from pipeline import config, runtime
+
+    params = config.load(ROOT / "params.yaml")
+    names = args.models or list(params.models)
+    me = Path(__file__).resolve()
+    common = ["--steps", str(args.steps), "--warmup", str(args.warmup)]
+    result = {"machine": runtime.machine(), "kernel": params.train.kernel,
+              "steps": args.steps, "warmup": args.warmup, "batch": 100,
+              "peak_gflops": {k: _child(str(me), "--peak", k)["gflops"]
+                              for k in ("tensorflow", "numpy")}, "models": {}}
+    tpy = None if args.no_torch else torch_python()
+    for name in names:
+        flops = train_flops(params.models[name])
+        row = {"train_mflop_per_image": flops / 1e6}
+        for impl in ("reference", "project"):
+            row[impl] = _child(str(me), "--measure", impl, name, *common)
+            print(f"{name:7s} {impl:9s} {row[impl]['images_per_s']:8.0f} images/s", flush=True)
+        if tpy:
+            row["torch"] = _child(str(ROOT / "bench" / "torch_rnns.py"), name, *common,
+                                  python=tpy)
+            print(f"{name:7s} torch     {row['torch']['images_per_s']:8.0f} images/s", flush=True)
+        result["models"][name] = row
+    write(result, Path(args.out))
+
+
+def write(result: dict, out: Path) -> None:
+    m = result["machine"]
+    pk = result["peak_gflops"]
+    lines = [
+        "# Training throughput: project vs plain Keras vs PyTorch",
+        "",
+        f"Machine: **{m['cpu_model']}**, {m['cpu_count']} cores, ISA: {m['isa_flags']}; "
+        f"TensorFlow {m['tensorflow']}, Python {m['python']}.",
+        f"fp32 matmul peak (2048², all cores): TensorFlow {pk['tensorflow']:.0f} GFLOP/s, "
+        f"NumPy {pk['numpy']:.0f} GFLOP/s. Project kernel: `{result['kernel']}`.",
+        f"Steady state: {result['steps']} steps of batch {result['batch']} after "
+        f"{result['warmup']} warm-up steps, each in a fresh process. "
+        "Command: `python bench/train_speed.py` (`make bench`).",
+        "",
+        "| model | MFLOP/image | plain Keras img/s | project img/s | ratio | project GFLOP/s "
+        "| % of TF peak | PyTorch img/s | project / PyTorch |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, r in result["models"].items():
+        ref, ours = r["reference"]["images_per_s"], r["project"]["images_per_s"]
+        gf = ours * r["train_mflop_per_image"] / 1e3
+        torch = r.get("torch", {}).get("images_per_s")
+        lines.append(
+            f"| {name} | {r['train_mflop_per_image']:.1f} | {ref:,.0f} | {ours:,.0f} | "
+            f"{ours / ref:.2f}x | {gf:.1f} | {100 * gf / pk['tensorflow']:.0f}% | "
+            + (f"{torch:,.0f} | {ours / torch:.2f}x |" if torch else "- | - |"))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
