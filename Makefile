@@ -7,6 +7,8 @@
 #                  reports/seeds.md (mean ± std and min per model, beside the references)
 #   make airflow-standalone / airflow-trigger - the retraining DAG on a local Airflow
 #                  (docs/airflow.md)
+#   make bench   - training throughput: the project's path vs plain Keras vs PyTorch, in one run
+#                  on this machine, with its matmul peak: reports/bench-train.{md,json}
 #   make pictures-accuracy - the champion (or MODEL=...) on data/pictures beside MNIST's test set
 #   make cluster-up / cluster-trigger / cluster-down - the DAG on a real multi-worker cluster
 #                  on this machine: PostgreSQL, Redis, Celery, S3 remote (docs/airflow.md; root)
@@ -37,7 +39,7 @@ AIRFLOW_ENV    := AIRFLOW_HOME=$(abspath .airflow) AIRFLOW__CORE__DAGS_FOLDER=$(
                   AIRFLOW__CORE__LOAD_EXAMPLES=False
 TRAINING_SLOTS ?= 2
 
-.PHONY: setup repro test test-slow test-cluster diff seeds airflow-standalone airflow-trigger \
+.PHONY: setup repro test test-slow test-cluster diff seeds bench airflow-standalone airflow-trigger \
         lock clean-venv cluster-up cluster-trigger cluster-down
 
 $(STAMP): requirements.txt constraints.txt
@@ -66,6 +68,9 @@ diff: $(STAMP)
 
 seeds: $(STAMP)
 	$(BIN)/python -m pipeline.seeds --n $(N)
+
+bench: $(STAMP)
+	$(BIN)/python bench/train_speed.py
 
 airflow-standalone: $(STAMP)
 	$(AIRFLOW_ENV) $(BIN)/airflow db migrate

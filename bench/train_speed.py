@@ -24,8 +24,10 @@ recurrent and input products and the classifier), and the machine. Writes
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -68,16 +70,21 @@ def measure_tf(impl: str, name: str, steps: int, warmup: int) -> dict:
 
     params = config.load(ROOT / "params.yaml")
     x, y, source = _data((steps + warmup) * 100)
-    if impl == "reference":  # stock layers, stock settings, plain fit on NumPy
+    if impl in ("reference", "xla", "bf16"):  # stock layers, plain fit on NumPy
+        if impl == "bf16":
+            keras.mixed_precision.set_global_policy("mixed_bfloat16")
         net = model.build(params.models[name], kernel="keras")
         net.compile(optimizer=keras.optimizers.Adam(0.001),
                     loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                    metrics=["accuracy"])
+                    metrics=["accuracy"], jit_compile=impl == "xla")
         xf = x.astype("float32")
         net.fit(xf[: warmup * 100], y[: warmup * 100], batch_size=100, epochs=1, verbose=0)
         start = time.perf_counter()
         net.fit(xf[warmup * 100:], y[warmup * 100:], batch_size=100, epochs=1, verbose=0)
-    else:
+    else:  # project (params.yaml as it is) or fused (every cell on pipeline.fused)
+        if impl == "fused":
+            params = dataclasses.replace(
+                params, train=dataclasses.replace(params.train, kernel="fused"))
         net = train.compiled(name, params, total_steps=10 ** 6)
         ds = train._dataset(x, y, params.train)
         net.fit(ds, epochs=1, steps_per_epoch=warmup, verbose=0)
@@ -133,7 +140,14 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=150)
     ap.add_argument("--warmup", type=int, default=30)
     ap.add_argument("--models", nargs="*")
+    ap.add_argument("--repeats", type=int, default=3,
+                    help="rounds; each round measures every model and implementation once, "
+                         "so drifts in machine speed hit all alike; the median is reported")
     ap.add_argument("--no-torch", action="store_true")
+    ap.add_argument("--variants", nargs="*", default=[], choices=["fused", "xla", "bf16"],
+                    help="also measure: fused = every cell on pipeline.fused in the project's "
+                         "path; xla = the reference with jit_compile; bf16 = the reference "
+                         "with Keras' mixed_bfloat16 policy")
     ap.add_argument("--out", default="reports/bench-train")
     ap.add_argument("--measure", nargs=2, metavar=("IMPL", "MODEL"), help=argparse.SUPPRESS)
     ap.add_argument("--peak", help=argparse.SUPPRESS)
@@ -152,22 +166,33 @@ def main() -> None:
     me = Path(__file__).resolve()
     common = ["--steps", str(args.steps), "--warmup", str(args.warmup)]
     result = {"machine": runtime.machine(), "kernel": params.train.kernel,
-              "steps": args.steps, "warmup": args.warmup, "batch": 100,
+              "steps": args.steps, "warmup": args.warmup, "batch": 100, "repeats": args.repeats,
               "peak_gflops": {k: _child(str(me), "--peak", k)["gflops"]
                               for k in ("tensorflow", "numpy")}, "models": {}}
     tpy = None if args.no_torch else torch_python()
+    runs: dict = {name: {} for name in names}
+    for rnd in range(args.repeats):
+        for name in names:
+            for impl in ("reference", "project", *args.variants) + (("torch",) if tpy else ()):
+                if impl == "torch":
+                    got = _child(str(ROOT / "bench" / "torch_rnns.py"), name, *common, python=tpy)
+                else:
+                    got = _child(str(me), "--measure", impl, name, *common)
+                runs[name].setdefault(impl, []).append(got)
+                print(f"round {rnd + 1}: {name:7s} {impl:9s} {got['images_per_s']:8.0f} images/s",
+                      flush=True)
     for name in names:
-        flops = train_flops(params.models[name])
-        row = {"train_mflop_per_image": flops / 1e6}
-        for impl in ("reference", "project"):
-            row[impl] = _child(str(me), "--measure", impl, name, *common)
-            print(f"{name:7s} {impl:9s} {row[impl]['images_per_s']:8.0f} images/s", flush=True)
-        if tpy:
-            row["torch"] = _child(str(ROOT / "bench" / "torch_rnns.py"), name, *common,
-                                  python=tpy)
-            print(f"{name:7s} torch     {row['torch']['images_per_s']:8.0f} images/s", flush=True)
+        row = {"train_mflop_per_image": train_flops(params.models[name]) / 1e6}
+        for impl, got in runs[name].items():
+            rates = sorted(g["images_per_s"] for g in got)
+            row[impl] = {**got[0], "images_per_s": statistics.median(rates), "all": rates}
         result["models"][name] = row
     write(result, Path(args.out))
+
+
+def _rate(m: dict) -> str:
+    rates = m.get("all") or [m["images_per_s"]]
+    return f"{m['images_per_s']:,.0f} ({min(rates):,.0f}-{max(rates):,.0f})"
 
 
 def write(result: dict, out: Path) -> None:
@@ -181,7 +206,8 @@ def write(result: dict, out: Path) -> None:
         f"fp32 matmul peak (2048², all cores): TensorFlow {pk['tensorflow']:.0f} GFLOP/s, "
         f"NumPy {pk['numpy']:.0f} GFLOP/s. Project kernel: `{result['kernel']}`.",
         f"Steady state: {result['steps']} steps of batch {result['batch']} after "
-        f"{result['warmup']} warm-up steps, each in a fresh process. "
+        f"{result['warmup']} warm-up steps, each in a fresh process; median of "
+        f"{result['repeats']} interleaved rounds (range in brackets). "
         "Command: `python bench/train_speed.py` (`make bench`).",
         "",
         "| model | MFLOP/image | plain Keras img/s | project img/s | ratio | project GFLOP/s "
@@ -193,9 +219,20 @@ def write(result: dict, out: Path) -> None:
         gf = ours * r["train_mflop_per_image"] / 1e3
         torch = r.get("torch", {}).get("images_per_s")
         lines.append(
-            f"| {name} | {r['train_mflop_per_image']:.1f} | {ref:,.0f} | {ours:,.0f} | "
-            f"{ours / ref:.2f}x | {gf:.1f} | {100 * gf / pk['tensorflow']:.0f}% | "
-            + (f"{torch:,.0f} | {ours / torch:.2f}x |" if torch else "- | - |"))
+            f"| {name} | {r['train_mflop_per_image']:.1f} | {_rate(r['reference'])} | "
+            f"{_rate(r['project'])} | {ours / ref:.2f}x | {gf:.1f} | "
+            f"{100 * gf / pk['tensorflow']:.0f}% | "
+            + (f"{_rate(r['torch'])} | {ours / torch:.2f}x |" if torch else "- | - |"))
+    variants = [k for k in ("fused", "xla", "bf16") if any(k in r for r in result["models"].values())]
+    if variants:
+        lines += ["", "Other paths tried (img/s, ratio to plain Keras): "
+                  "fused = every cell on pipeline.fused in the project's path; xla = plain "
+                  "Keras with `jit_compile=True`; bf16 = plain Keras, `mixed_bfloat16`.", "",
+                  "| model | " + " | ".join(variants) + " |", "|---|" + "---|" * len(variants)]
+        for name, r in result["models"].items():
+            ref = r["reference"]["images_per_s"]
+            lines.append(f"| {name} | " + " | ".join(
+                f"{_rate(r[k])}, {r[k]['images_per_s'] / ref:.2f}x" for k in variants) + " |")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
