@@ -12,7 +12,12 @@ early stop after ``early_stop_steps`` steps without a better validation
 accuracy) with two deliberate knobs: validation runs every
 ``validate_every_steps`` instead of every 10 steps (Keras "virtual epochs"), and
 the learning rate can decay (cosine) so the last epochs refine instead of
-bouncing around the optimum.
+bouncing around the optimum. ``train.kernel`` picks who runs the recurrent
+layers (``pipeline.model.use_fused``); the maths is the same either way.
+
+No callback runs per batch unless the last check is short: a per-batch hook
+makes Keras wait for every step's result (Keras' TerminateOnNaN alone cost
+about a tenth of the step time), so a NaN loss is caught at the next check.
 
 The step budget is exact: ``epochs * ceil(samples / batch_size)`` steps, where
 samples is ``max_train_samples`` when set. Validation runs every

@@ -1,0 +1,88 @@
+"""Two full runs side by side: per model, training time, best epoch and test accuracy.
+
+Usage: python bench/compare_runs.py BASE_DIR HEAD_DIR [--pauses FILE] [--out FILE.md]
+
+Each directory is a checkout after `dvc repro` (bench/recipe.sh makes them: the old
+recipe's commit in a worktree, then this checkout, one after the other on one
+machine). Training time is each `train@<model>` stage's wall time from
+`metrics/runtime/train-<model>.json`. ``--pauses`` lists intervals (``start end``,
+Unix seconds, one per line) during which a run was stopped with SIGSTOP; the part
+of each that falls inside a stage is subtracted from that stage's time, and the
+table says so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def stage_time(run: Path, model: str, pauses: list[tuple[float, float]]) -> tuple[float, float]:
+    """(wall time of train@model minus paused seconds inside it, the paused seconds)."""
+    record = run / "metrics" / "runtime" / f"train-{model}.json"
+    wall = json.loads(record.read_text())["wall_time_s"]
+    end = record.stat().st_mtime
+    start = end - wall
+    paused = sum(max(0.0, min(end, b) - max(start, a)) for a, b in pauses)
+    return wall - paused, paused
+
+
+def row(run: Path, model: str, pauses) -> dict:
+    evaluated = json.loads((run / "metrics" / "evaluate.json").read_text())["models"][model]
+    trained = json.loads((run / "metrics" / "train" / model / "metrics.json").read_text())
+    seconds, paused = stage_time(run, model, pauses)
+    return {"time_s": seconds, "paused_s": paused, "best_epoch": trained["best_epoch"],
+            "epochs_run": trained.get("epochs_run", trained.get("checks_run")),
+            "val": evaluated["val_accuracy"], "test": evaluated["test_accuracy"]}
+
+
+def _mmss(seconds: float) -> str:
+    return f"{int(seconds // 60)} min {int(round(seconds % 60)):02d} s"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("base", type=Path)
+    ap.add_argument("head", type=Path)
+    ap.add_argument("--pauses", type=Path)
+    ap.add_argument("--out", type=Path)
+    ap.add_argument("--reference", type=Path, default=Path("params.yaml"),
+                    help="params.yaml whose datasets.mnist.references are the tutorial's")
+    args = ap.parse_args()
+    pauses = []
+    if args.pauses:
+        pauses = [tuple(map(float, line.split()[:2]))
+                  for line in args.pauses.read_text().splitlines() if line.strip()]
+    import yaml
+
+    refs = yaml.safe_load(args.reference.read_text())["datasets"]["mnist"]["references"]
+    models = list(refs)
+    base = {m: row(args.base, m, pauses) for m in models}
+    head = {m: row(args.head, m, pauses) for m in models}
+    lines = ["| model | old recipe: train time | best epoch (run) | test acc "
+             "| new recipe: train time | best epoch (run) | test acc | tutorial test "
+             "| time new / old |", "|---|---|---|---|---|---|---|---|---|"]
+    for m in models:
+        b, h = base[m], head[m]
+        lines.append(
+            f"| {m} | {_mmss(b['time_s'])} | {b['best_epoch']:g} ({b['epochs_run']:g}) | "
+            f"{100 * b['test']:.2f}% | {_mmss(h['time_s'])} | {h['best_epoch']:g} "
+            f"({h['epochs_run']:g}) | {100 * h['test']:.2f}% | "
+            f"{100 * refs[m]['test_accuracy']:.2f}% | {h['time_s'] / b['time_s']:.2f} |")
+    tb, th = sum(b["time_s"] for b in base.values()), sum(h["time_s"] for h in head.values())
+    lines.append(f"| **all four** | **{_mmss(tb)}** | | | **{_mmss(th)}** | | | "
+                 f"| **{th / tb:.2f}** |")
+    paused = {m: v["paused_s"] for m, v in {**base, **head}.items() if v["paused_s"]}
+    if paused:
+        lines += ["", "Stopped (SIGSTOP) while other measurements ran, and subtracted: "
+                  + ", ".join(f"{m} {s:.0f} s" for m, s in paused.items()) + "."]
+    text = "\n".join(lines) + "\n"
+    if args.out:
+        args.out.write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
