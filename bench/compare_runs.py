@@ -74,10 +74,11 @@ def main() -> None:
     tb, th = sum(b["time_s"] for b in base.values()), sum(h["time_s"] for h in head.values())
     lines.append(f"| **all four** | **{_mmss(tb)}** | | | **{_mmss(th)}** | | | "
                  f"| **{th / tb:.2f}** |")
-    paused = {m: v["paused_s"] for m, v in {**base, **head}.items() if v["paused_s"]}
+    paused = [f"{label} {m} {v['paused_s']:.0f} s" for label, run in (("old", base), ("new", head))
+              for m, v in run.items() if v["paused_s"]]
     if paused:
         lines += ["", "Stopped (SIGSTOP) while other measurements ran, and subtracted: "
-                  + ", ".join(f"{m} {s:.0f} s" for m, s in paused.items()) + "."]
+                  + ", ".join(paused) + "."]
     text = "\n".join(lines) + "\n"
     if args.out:
         args.out.write_text(text)
