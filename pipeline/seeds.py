@@ -120,22 +120,27 @@ def _dvc(*args: str, project: Path, check: bool = True) -> subprocess.CompletedP
     return _run([sys.executable, "-m", "dvc", *args], project, check)
 
 
-def _exp_metrics(name: str, project: Path, base: str) -> dict:
-    """metrics/evaluate.json of experiment ``name`` made from commit ``base`` (its git ref).
-    ``base`` is HEAD when the seeds started: a commit made meanwhile must not hide them."""
-    ref = f"refs/exps/{base[:2]}/{base[2:]}/{name}"
+def _exp_metrics(name: str, project: Path) -> dict:
+    """metrics/evaluate.json of experiment ``name``: its git ref, found by name, so a
+    commit made while the seeds run (the experiment's base is HEAD when it started)
+    cannot hide it. ``run_seed`` removed any older experiment of that name first."""
+    refs = _run(["git", "for-each-ref", "--sort=-committerdate", "--format=%(refname)",
+                 "refs/exps/"], project).stdout.split()
+    ref = next((r for r in refs if r.rsplit("/", 1)[-1] == name), None)
+    if ref is None:
+        raise StageError(f"seeds: experiment {name} left no git ref under refs/exps/")
     text = _run(["git", "show", f"{ref}:{config.EVAL_METRICS.as_posix()}"], project).stdout
     return json.loads(text)
 
 
-def run_seed(seed: int, project: Path, base: str) -> dict:
+def run_seed(seed: int, project: Path) -> dict:
     """One seed as experiment ``seed-<n>``; a seed trained before (DVC's run cache) is
     restored, not retrained."""
     name = f"seed-{seed}"
     _dvc("exp", "remove", name, project=project, check=False)  # a rerun replaces it
     log.info("seeds: dvc exp run --temp -S train.seed=%d (%s)", seed, name)
     _dvc("exp", "run", "--temp", "--name", name, "-S", f"train.seed={seed}", project=project)
-    return _exp_metrics(name, project, base)
+    return _exp_metrics(name, project)
 
 
 def run(n: int, project: Path = Path("."), first: int | None = None,
@@ -145,8 +150,7 @@ def run(n: int, project: Path = Path("."), first: int | None = None,
         raise StageError("seeds: N must be at least 1")
     params = config.load(project / config.PARAMS_FILE)
     seeds = seed_list(params.train.seed if first is None else first, n)
-    base = _run(["git", "rev-parse", "HEAD"], project).stdout.strip()
-    per_seed = {seed: run_seed(seed, project, base) for seed in seeds}
+    per_seed = {seed: run_seed(seed, project) for seed in seeds}
     summary = summarise(per_seed)
     summary = {n: summary[n] for n in [*params.models, *sorted(summary)] if n in summary}
     record = {"dataset": params.fetch.dataset, "seeds": seeds, "summary": summary,

@@ -6,6 +6,7 @@ import pytest
 
 from conftest import ROOT, copy_project, sh
 from pipeline import config, seeds
+from pipeline.runtime import StageError
 
 
 def test_summary_is_mean_sample_std_and_min():
@@ -45,3 +46,25 @@ def test_make_seeds_runs_every_model_per_seed_as_dvc_experiments(tiny_repro, tmp
     assert "| rnn | 2 |" in report and "98.41%" not in report  # tiny is not MNIST
     # the workspace is left as committed: no tracked file changed
     assert sh("git", "status", "--porcelain", "--untracked-files=no", cwd=project).stdout == ""
+
+
+def test_an_experiment_is_found_after_head_moved(tmp_path):
+    """A commit made while the seeds run must not hide an experiment: its ref lies
+    under the commit it started from, not under the new HEAD."""
+    import subprocess
+
+    def git(*args):
+        return subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True,
+                              text=True).stdout.strip()
+
+    git("init", "-q")
+    git("config", "user.email", "t@t"), git("config", "user.name", "t")
+    (tmp_path / "metrics").mkdir()
+    (tmp_path / "metrics" / "evaluate.json").write_text('{"models": {"rnn": {"x": 1}}}')
+    git("add", "."), git("commit", "-qm", "experiment result")
+    exp, base = git("rev-parse", "HEAD"), git("rev-parse", "HEAD")
+    git("update-ref", f"refs/exps/{base[:2]}/{base[2:]}/seed-43", exp)
+    git("commit", "-q", "--allow-empty", "-m", "a commit made meanwhile")
+    assert seeds._exp_metrics("seed-43", tmp_path) == {"models": {"rnn": {"x": 1}}}
+    with pytest.raises(StageError, match="seed-44"):
+        seeds._exp_metrics("seed-44", tmp_path)
