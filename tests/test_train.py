@@ -266,3 +266,30 @@ def test_shared_objects_are_numbered_in_order_not_by_address(tmp_path):
     again = keras.models.load_model(tmp_path / "stable.keras")
     assert json.dumps(again.get_config(), sort_keys=True) == \
         json.dumps(keras.models.load_model(tmp_path / "raw.keras").get_config(), sort_keys=True)
+
+
+def test_no_callback_runs_per_batch_when_every_check_is_whole(tmp_path, split_dir, monkeypatch):
+    """A per-batch hook that reads the step's results makes Keras wait for every step;
+    only a short last check needs one (_StepBudget). Keras' ModelCheckpoint and
+    BackupAndRestore only count batches when they save per epoch."""
+    import keras
+
+    seen = {}
+    real_fit = keras.Model.fit
+
+    def fit(self, *args, callbacks=(), **kwargs):
+        seen["per_batch"] = [type(c).__name__ for c in callbacks
+                             if type(c).on_train_batch_end is not keras.callbacks.Callback.on_train_batch_end]
+        return real_fit(self, *args, callbacks=callbacks, **kwargs)
+
+    monkeypatch.setattr(keras.Model, "fit", fit)
+    params = config.load(TINY_PARAMS)  # checks of 5 steps, all whole
+    _run(tmp_path / "whole", params, split_dir=split_dir)
+    counting_only = {"ModelCheckpoint", "BackupAndRestore"}
+    assert set(seen["per_batch"]) - counting_only == set()
+    short = dataclasses.replace(params, train=dataclasses.replace(params.train,
+                                                                  validate_every_steps=3))
+    p = train.plan(short.train, 500)
+    assert p["last_check_steps"] < p["steps_per_check"]
+    _run(tmp_path / "short", short, split_dir=split_dir)
+    assert set(seen["per_batch"]) - counting_only == {"_StepBudget"}
