@@ -3,6 +3,7 @@
 #   make test    - the test suite (offline, tiny fixture; `make test-slow` adds full-data runs)
 #   make diff    - what the workspace changed vs REV (default main): reports/diff/report.md
 #                  (docs/pr-report.md; the pull-request workflow posts the same report)
+#   make tutorial - the tutorial's exact protocol as the DVC experiment `tutorial` (slow)
 #   make seeds N=3 - N seeds of every model as DVC experiments: metrics/seeds.json and
 #                  reports/seeds.md (mean ± std and min per model, beside the references)
 #   make airflow-standalone / airflow-trigger - the retraining DAG on a local Airflow
@@ -30,6 +31,8 @@ export DATA_MIRROR_DIR ?= $(if $(wildcard ../shared/data/mnist/*.gz),$(abspath .
 
 REV ?= main
 N   ?= 3
+TUTORIAL_PARAMS := -S train.learning_rate=0.001 -S train.lr_schedule=constant \
+                   -S train.epochs=50 -S train.validate_every_steps=10
 
 # Local Airflow (docs/airflow.md): its SQLite DB, logs and generated admin password
 # live in .airflow/; the DAG folder is this checkout's dags/. TRAINING_SLOTS is the
@@ -39,7 +42,7 @@ AIRFLOW_ENV    := AIRFLOW_HOME=$(abspath .airflow) AIRFLOW__CORE__DAGS_FOLDER=$(
                   AIRFLOW__CORE__LOAD_EXAMPLES=False
 TRAINING_SLOTS ?= 2
 
-.PHONY: setup repro test test-slow test-cluster diff seeds bench airflow-standalone airflow-trigger \
+.PHONY: setup repro test test-slow test-cluster diff seeds tutorial bench airflow-standalone airflow-trigger \
         lock clean-venv cluster-up cluster-trigger cluster-down
 
 $(STAMP): requirements.txt constraints.txt
@@ -68,6 +71,11 @@ diff: $(STAMP)
 
 seeds: $(STAMP)
 	$(BIN)/python -m pipeline.seeds --n $(N)
+
+# The tutorial's exact protocol (constant lr 0.001, up to 50 epochs, validation every
+# 10 steps) as the DVC experiment `tutorial`: one switch away from the default recipe.
+tutorial: $(STAMP)
+	$(BIN)/dvc exp run -n tutorial $(TUTORIAL_PARAMS)
 
 bench: $(STAMP)
 	$(BIN)/python bench/train_speed.py

@@ -9,6 +9,10 @@ machine). Training time is each `train@<model>` stage's wall time from
 Unix seconds, one per line) during which a run was stopped with SIGSTOP; the part
 of each that falls inside a stage is subtracted from that stage's time, and the
 table says so.
+
+The header names the machine (from the runtime records; commits older than those
+records have none) and when each run's trainings ran. Runs whose records name
+different machines are refused: their times cannot be compared.
 """
 
 from __future__ import annotations
@@ -35,6 +39,41 @@ def row(run: Path, model: str, pauses) -> dict:
     return {"time_s": seconds, "paused_s": paused, "best_epoch": trained["best_epoch"],
             "epochs_run": trained.get("epochs_run", trained.get("checks_run")),
             "val": evaluated["val_accuracy"], "test": evaluated["test_accuracy"]}
+
+
+def machine(run: Path, models: list[str]) -> dict | None:
+    """The machine a run's trainings recorded (None for a commit older than the records)."""
+    kinds = {json.dumps(json.loads((run / "metrics" / "runtime" / f"train-{m}.json").read_text())
+                        .get("machine"), sort_keys=True) for m in models}
+    if len(kinds) > 1:
+        raise SystemExit(f"{run}: the trainings ran on different machines: {sorted(kinds)}")
+    return json.loads(kinds.pop())
+
+
+def window(run: Path, models: list[str]) -> str:
+    """When the run's trainings ran, from the first start to the last end (UTC)."""
+    import datetime as dt
+
+    spans = [stage_time(run, m, [])[0] for m in models]
+    ends = [(run / "metrics" / "runtime" / f"train-{m}.json").stat().st_mtime for m in models]
+    start, end = min(e - s for e, s in zip(ends, spans)), max(ends)
+    fmt = lambda t: dt.datetime.fromtimestamp(t, dt.timezone.utc).strftime("%Y-%m-%d %H:%M")  # noqa: E731
+    return f"{fmt(start)}-{fmt(end)[-5:]} UTC"
+
+
+def header(base: Path, head: Path, models: list[str]) -> str:
+    """What was compared, on which machine, when: refuses runs from two machines."""
+    mb, mh = machine(base, models), machine(head, models)
+    if mb and mh and mb != mh:
+        raise SystemExit(f"{base} and {head} ran on different machines ({mb['cpu_model']} vs "
+                         f"{mh['cpu_model']}); their times cannot be compared")
+    m = mh or mb
+    where = (f"{m['cpu_model']}, {m['cpu_count']} cores ({m['isa_flags']}), "
+             f"TensorFlow {m['tensorflow']}" if m else "machine not recorded")
+    return (f"Machine: {where}. Old recipe ({base}): trainings {window(base, models)}; "
+            f"new recipe ({head}): trainings {window(head, models)}. Train time = the "
+            "`train@<model>` stage's wall time (`metrics/runtime/train-<model>.json`), "
+            "start-up and saving included.\n\n")
 
 
 def _mmss(seconds: float) -> str:
@@ -79,7 +118,7 @@ def main() -> None:
     if paused:
         lines += ["", "Stopped (SIGSTOP) while other measurements ran, and subtracted: "
                   + ", ".join(paused) + "."]
-    text = "\n".join(lines) + "\n"
+    text = header(args.base, args.head, models) + "\n".join(lines) + "\n"
     if args.out:
         args.out.write_text(text)
     print(text)

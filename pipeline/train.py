@@ -15,9 +15,10 @@ the learning rate can decay (cosine) so the last epochs refine instead of
 bouncing around the optimum. ``train.kernel`` picks who runs the recurrent
 layers (``pipeline.model.use_fused``); the maths is the same either way.
 
-No callback runs per batch unless the last check is short: a per-batch hook
-makes Keras wait for every step's result (Keras' TerminateOnNaN alone cost
-about a tenth of the step time), so a NaN loss is caught at the next check.
+No callback of ours reads a step's results unless the last check is short: a
+hook that reads the loss makes Keras wait for every step (Keras' TerminateOnNaN
+alone cost about a tenth of the step time), so a NaN loss is caught at the next
+check. Keras' own ModelCheckpoint and BackupAndRestore only count batches.
 
 The step budget is exact: ``epochs * ceil(samples / batch_size)`` steps, where
 samples is ``max_train_samples`` when set. Validation runs every

@@ -21,6 +21,23 @@ def test_shipped_params_are_valid():
     assert config.load(TINY_PARAMS).fetch.dataset == "tiny"
 
 
+def test_make_tutorial_sets_the_tutorials_exact_protocol(raw):
+    """`make tutorial` is the one switch back to the tutorial: applied to the shipped
+    params, its overrides give exactly the tutorial's training protocol."""
+    makefile = (ROOT / "Makefile").read_text().replace("\\\n", " ")
+    line = next(l for l in makefile.splitlines() if l.startswith("TUTORIAL_PARAMS"))
+    train = copy.deepcopy(raw)["train"]
+    for override in line.split(":=", 1)[1].split("-S")[1:]:
+        key, value = override.strip().split("=")
+        train[key.removeprefix("train.")] = yaml.safe_load(value)
+    tutorial = {"batch_size": 100, "learning_rate": 0.001, "lr_schedule": "constant",
+                "epochs": 50, "validate_every_steps": 10, "early_stop_steps": 2000,
+                "warmup_steps": 0, "clipnorm": 0.0, "max_train_samples": 0}
+    assert {k: train[k] for k in tutorial} == tutorial
+    config.parse({**raw, "train": train})
+    assert "\t$(BIN)/dvc exp run -n tutorial $(TUTORIAL_PARAMS)\n" in makefile
+
+
 def test_tiny_params_have_the_same_keys_as_the_real_ones(raw):
     """The test fixture must exercise the same schema the real run uses."""
     tiny = yaml.safe_load(TINY_PARAMS.read_text())
