@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The old recipe against this checkout's, two full `dvc repro` runs one after the
-# other on this machine, then the table (reports/recipe-comparison.md).
+# other on this machine (forced: both train from scratch), then the table (reports/recipe-comparison.md).
 # Usage: bench/recipe.sh [OLD_COMMIT]   (default c8f5a6a, the 20-epoch recipe)
 # The old commit runs in a git worktree beside this checkout, sharing .venv.
 set -euo pipefail
@@ -14,7 +14,7 @@ fi
 [ -d "$wt" ] || git -C "$root" worktree add --detach "$wt" "$old"
 [ -e "$wt/.venv" ] || ln -s "$root/.venv" "$wt/.venv"
 echo "old recipe ($old) in $wt: log $wt/recipe.log"
-(cd "$wt" && dvc repro > recipe.log 2>&1)
+(cd "$wt" && dvc repro -f > recipe.log 2>&1)
 echo "this checkout: log reports/real-run.log"
-(cd "$root" && dvc repro > reports/real-run.log 2>&1)
+(cd "$root" && dvc repro -f > reports/real-run.log 2>&1)
 python "$root/bench/compare_runs.py" "$wt" "$root" --out "$root/reports/recipe-comparison.md"
