@@ -10,6 +10,7 @@
 #                  (docs/airflow.md)
 #   make bench   - training throughput: the project's path vs plain Keras vs PyTorch, in one run
 #                  on this machine, with its matmul peak: reports/bench-train.{md,json}
+#                  (BENCH_ARGS="--variants fused xla bf16" adds the paths that did not help)
 #   make pictures-accuracy - the champion (or MODEL=...) on data/pictures beside MNIST's test set
 #   make cluster-up / cluster-trigger / cluster-down - the DAG on a real multi-worker cluster
 #                  on this machine: PostgreSQL, Redis, Celery, S3 remote (docs/airflow.md; root)
@@ -78,7 +79,7 @@ tutorial: $(STAMP)
 	$(BIN)/dvc exp run -n tutorial $(TUTORIAL_PARAMS)
 
 bench: $(STAMP)
-	$(BIN)/python bench/train_speed.py
+	$(BIN)/python bench/train_speed.py $(BENCH_ARGS)
 
 airflow-standalone: $(STAMP)
 	$(AIRFLOW_ENV) $(BIN)/airflow db migrate

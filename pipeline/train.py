@@ -124,6 +124,21 @@ def fingerprint(name: str, params: config.Params, split_dir: Path) -> str:
     return h.hexdigest()
 
 
+def _no_autotune(ds):
+    """tf.data without its autotuning thread, which this pipeline has nothing to tune for.
+
+    That thread sleeps 10 ms, then 20, 40, ... up to 60 s between passes, and
+    deleting an iterator waits for its next wake-up: without this, every ``fit``
+    ended with a wait of up to a minute (6-52 s per training measured), and a
+    short benchmark window ended 10.23 s after it began whatever the model.
+    """
+    import tensorflow as tf
+
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    return ds.with_options(options)
+
+
 def _dataset(x, y, cfg: config.TrainConfig):
     import tensorflow as tf
 
@@ -131,7 +146,14 @@ def _dataset(x, y, cfg: config.TrainConfig):
     ds = ds.shuffle(len(x), seed=cfg.seed, reshuffle_each_iteration=True)
     ds = ds.batch(cfg.batch_size).repeat()
     ds = ds.map(lambda a, b: (tf.cast(a, tf.float32), b))  # uint8 pixels -> float
-    return ds.prefetch(2)
+    return _no_autotune(ds.prefetch(2))
+
+
+def _val_dataset(x, y, batch_size: int = 1000):
+    import tensorflow as tf
+
+    return _no_autotune(tf.data.Dataset.from_tensor_slices((x.astype("float32"), y))
+                        .batch(batch_size))
 
 
 def compiled(name: str, params: config.Params, total_steps: int):
@@ -261,7 +283,7 @@ def run(name: str, params: config.Params, split_dir: Path = config.SPLIT_DIR,
     ]
     history = net.fit(
         _dataset(x_train, y_train, cfg), epochs=p["checks"], steps_per_epoch=p["steps_per_check"],
-        validation_data=(x_val.astype("float32"), y_val), validation_batch_size=1000,
+        validation_data=_val_dataset(x_val, y_val),
         callbacks=callbacks, verbose=1 if sys.stderr.isatty() else 2)
 
     losses = history.history.get("loss", [])

@@ -293,3 +293,21 @@ def test_no_callback_runs_per_batch_when_every_check_is_whole(tmp_path, split_di
     assert p["last_check_steps"] < p["steps_per_check"]
     _run(tmp_path / "short", short, split_dir=split_dir)
     assert set(seen["per_batch"]) - counting_only == {"_StepBudget"}
+
+
+def test_fit_reads_its_data_without_tf_datas_autotune_thread(tmp_path, split_dir, monkeypatch):
+    """tf.data's autotune thread holds the end of every ``fit`` until its next wake-up
+    (up to a minute); the training and validation data must not start one."""
+    import keras
+
+    seen = {}
+    real_fit = keras.Model.fit
+
+    def fit(self, x=None, *args, validation_data=None, **kwargs):
+        seen["train"] = x.options().autotune.enabled
+        seen["val"] = validation_data.options().autotune.enabled
+        return real_fit(self, x, *args, validation_data=validation_data, **kwargs)
+
+    monkeypatch.setattr(keras.Model, "fit", fit)
+    _run(tmp_path, config.load(TINY_PARAMS), split_dir=split_dir)
+    assert seen == {"train": False, "val": False}
