@@ -88,8 +88,9 @@ def machine_note(old: dict | None, new: dict | None) -> str | None:
 
 
 def describe(machine: dict) -> str:
+    chosen = f", {machine['kernels']} kernels" if machine.get("kernels") else ""
     return (f"{machine.get('cpu_model', '?')}, {machine.get('isa_flags') or 'no listed ISA flags'}"
-            f", TensorFlow {machine.get('tensorflow', '?')}")
+            f"{chosen}, TensorFlow {machine.get('tensorflow', '?')}")
 
 
 def section(tests: dict[str, stats.Paired | str]) -> list[str]:

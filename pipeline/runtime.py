@@ -98,8 +98,10 @@ def write_json(path: Path, data: dict) -> None:
 
 # ISA extensions that change which kernels oneDNN/Eigen run, hence the rounding.
 ISA_FLAGS = ("sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl",
-             "avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_tile", "amx_bf16", "amx_int8",
-             "asimd", "sve", "sve2")
+             "avx512_vnni", "avx512_bf16", "avx512_fp16", "avx_vnni", "amx_tile", "amx_bf16",
+             "amx_int8", "asimd", "sve", "sve2")
+# x86 CPUs on which TensorFlow turns its oneDNN kernels on by default (else Eigen's).
+ONEDNN_DEFAULT_FLAGS = ("avx512_vnni", "avx512_bf16", "avx_vnni", "amx_tile")
 
 
 def _cpuinfo(path: str = "/proc/cpuinfo") -> tuple[str, set[str]]:
@@ -126,14 +128,34 @@ def _version(package: str) -> str:
         return "not installed"
 
 
+def kernels(flags: set[str], env=os.environ) -> str:
+    """Which CPU kernels TensorFlow runs: oneDNN's or Eigen's, and oneDNN's ISA cap.
+
+    TensorFlow picks oneDNN by default only on x86 CPUs with one of
+    ``ONEDNN_DEFAULT_FLAGS`` (so an AVX2-only CPU runs Eigen);
+    ``TF_ENABLE_ONEDNN_OPTS`` overrides that, and ``ONEDNN_MAX_CPU_ISA`` caps the
+    vector unit oneDNN may use. Each choice rounds differently.
+    """
+    chosen = env.get("TF_ENABLE_ONEDNN_OPTS", "").strip().lower()
+    if chosen in ("0", "false", "1", "true"):
+        on, why = chosen in ("1", "true"), "TF_ENABLE_ONEDNN_OPTS"
+    else:
+        on, why = platform.machine() in ("x86_64", "AMD64") and bool(
+            flags & set(ONEDNN_DEFAULT_FLAGS)), "default for this CPU"
+    cap = env.get("ONEDNN_MAX_CPU_ISA")
+    return f"{'oneDNN' if on else 'Eigen'} ({why}{f', ONEDNN_MAX_CPU_ISA={cap}' if cap else ''})"
+
+
 def machine(cpuinfo: str = "/proc/cpuinfo") -> dict:
-    """What decides floating-point results: CPU model, its ISA flags, TensorFlow's version.
+    """What decides floating-point results: CPU model, its ISA flags, the kernels
+    TensorFlow runs on them (``kernels``), TensorFlow's version.
 
     Cheap (no TensorFlow import): every stage records it.
     """
     model, flags = _cpuinfo(cpuinfo)
     return {"cpu_model": model, "arch": platform.machine(),
             "isa_flags": " ".join(f for f in ISA_FLAGS if f in flags),
+            "kernels": kernels(flags),
             "tensorflow": _version("tensorflow"), "python": platform.python_version(),
             "cpu_count": os.cpu_count() or 0}
 
@@ -142,8 +164,12 @@ def machine_kind(record: dict | None) -> tuple | None:
     """The part of ``machine()`` that must match for bit-identical metrics."""
     if not record:
         return None
-    return (record.get("cpu_model"), record.get("arch"), record.get("isa_flags"),
+    kind = (record.get("cpu_model"), record.get("arch"), record.get("isa_flags"),
             record.get("tensorflow"))
+    # The default kernels follow from the flags (and records older than the
+    # field ran on them); only an override makes another kind of machine.
+    chosen = record.get("kernels", "")
+    return kind + ((chosen,) if chosen and "default for this CPU" not in chosen else ())
 
 
 @contextmanager

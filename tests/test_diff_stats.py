@@ -91,3 +91,31 @@ def test_a_rerun_with_identical_data_outputs_says_so():
     assert same_data == ["inputs unchanged; data outputs identical (only its timing record differs)"]
     other_data = diff_report.stage_changes(lock("a"), lock("b", "d2"))["reran"][0]["why"]
     assert other_data[0].startswith("outputs only")
+
+
+def test_the_record_names_the_kernels_tensorflow_runs():
+    """oneDNN by default only where the CPU has VNNI/BF16/AMX (an AVX2-only CPU runs
+    Eigen); an override makes another kind of machine, the default does not."""
+    import os
+    import subprocess
+    import sys
+
+    from pipeline import runtime
+
+    assert runtime.kernels({"avx2"}, env={}).startswith("Eigen (default")
+    assert runtime.kernels({"avx2", "avx512_vnni"}, env={}).startswith("oneDNN (default")
+    emulated = runtime.kernels({"avx512_vnni"}, env={"TF_ENABLE_ONEDNN_OPTS": "0",
+                                                     "ONEDNN_MAX_CPU_ISA": "AVX2"})
+    assert emulated == "Eigen (TF_ENABLE_ONEDNN_OPTS, ONEDNN_MAX_CPU_ISA=AVX2)"
+    here = runtime.machine()
+    assert runtime.machine_kind(here) == runtime.machine_kind(
+        {k: v for k, v in here.items() if k != "kernels"})  # records from before the field
+    assert runtime.machine_kind({**here, "kernels": emulated}) != runtime.machine_kind(here)
+    assert "Eigen (TF_ENABLE_ONEDNN_OPTS" in diff_stats.describe({**here, "kernels": emulated})
+    # What TensorFlow itself says on this machine agrees with the record.
+    probe = ("from tensorflow.python.util import _pywrap_util_port as p; "
+             "print(p.IsMklEnabled())")
+    tf_says = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                             env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+                             check=True).stdout.split()[-1]
+    assert tf_says == str(here["kernels"].startswith("oneDNN"))

@@ -56,6 +56,7 @@ def test_repro_runs_every_stage_and_records_it(tiny_repro):
         runtime = json.loads((tiny_repro / "metrics" / "runtime" / f"{stage}.json").read_text())
         assert runtime["wall_time_s"] >= 0 and runtime["peak_rss_mib"] > 0
         assert runtime["machine"]["tensorflow"] and runtime["machine"]["arch"]
+        assert runtime["machine"]["kernels"].startswith(("oneDNN", "Eigen"))
 
 
 def test_second_repro_does_nothing_and_status_is_clean(tiny_repro):

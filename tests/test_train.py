@@ -268,31 +268,37 @@ def test_shared_objects_are_numbered_in_order_not_by_address(tmp_path):
         json.dumps(keras.models.load_model(tmp_path / "raw.keras").get_config(), sort_keys=True)
 
 
-def test_no_callback_runs_per_batch_when_every_check_is_whole(tmp_path, split_dir, monkeypatch):
-    """A per-batch hook that reads the step's results makes Keras wait for every step;
-    only a short last check needs one (_StepBudget). Keras' ModelCheckpoint and
-    BackupAndRestore only count batches when they save per epoch."""
+def test_a_diverging_run_stops_at_its_first_nan_step(tmp_path, split_dir, monkeypatch):
+    """Keras' TerminateOnNaN ends the run at the first NaN loss (here the third step's,
+    from NaN pixels), not at the next check, and the stage fails without touching
+    the checkpoint."""
     import keras
+    import tensorflow as tf
 
-    seen = {}
-    real_fit = keras.Model.fit
+    steps = {}
+    real_fit, real_dataset = keras.Model.fit, train._dataset
 
-    def fit(self, *args, callbacks=(), **kwargs):
-        seen["per_batch"] = [type(c).__name__ for c in callbacks
-                             if type(c).on_train_batch_end is not keras.callbacks.Callback.on_train_batch_end]
-        return real_fit(self, *args, callbacks=callbacks, **kwargs)
+    def fit(self, *args, **kwargs):
+        history = real_fit(self, *args, **kwargs)
+        steps["run"] = int(self.optimizer.iterations)
+        return history
+
+    def nan_from_third_batch(x, y, cfg):
+        return real_dataset(x, y, cfg).enumerate().map(
+            lambda i, xy: (tf.where(i >= 2, float("nan"), xy[0]), xy[1]))
 
     monkeypatch.setattr(keras.Model, "fit", fit)
-    params = config.load(TINY_PARAMS)  # checks of 5 steps, all whole
-    _run(tmp_path / "whole", params, split_dir=split_dir)
-    counting_only = {"ModelCheckpoint", "BackupAndRestore"}
-    assert set(seen["per_batch"]) - counting_only == set()
-    short = dataclasses.replace(params, train=dataclasses.replace(params.train,
-                                                                  validate_every_steps=3))
-    p = train.plan(short.train, 500)
-    assert p["last_check_steps"] < p["steps_per_check"]
-    _run(tmp_path / "short", short, split_dir=split_dir)
-    assert set(seen["per_batch"]) - counting_only == {"_StepBudget"}
+    monkeypatch.setattr(train, "_dataset", nan_from_third_batch)
+    params = config.load(TINY_PARAMS)
+    params = dataclasses.replace(params, train=dataclasses.replace(params.train,
+                                                                   validate_every_steps=8))
+    ckpt = tmp_path / "ckpt" / "rnn.keras"
+    ckpt.parent.mkdir(parents=True)
+    ckpt.write_bytes(b"good")
+    with pytest.raises(StageError, match="diverged"):
+        _run(tmp_path, params, name="rnn", split_dir=split_dir)
+    assert ckpt.read_bytes() == b"good"
+    assert steps["run"] == 3  # not 8, the end of the first check
 
 
 def test_fit_reads_its_data_without_tf_datas_autotune_thread(tmp_path, split_dir, monkeypatch):
