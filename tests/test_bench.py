@@ -1,4 +1,4 @@
-"""bench/train_speed.py: honest FLOP counts and a table that says what it measured."""
+"""bench/: honest FLOP counts and tables that say what they measured."""
 
 import importlib.util
 import json
@@ -11,6 +11,9 @@ from pipeline import config
 spec = importlib.util.spec_from_file_location("train_speed", ROOT / "bench" / "train_speed.py")
 bench = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(bench)
+spec = importlib.util.spec_from_file_location("floor", ROOT / "bench" / "floor.py")
+floor = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(floor)
 
 
 @pytest.mark.parametrize("name, mflop", [("rnn", 8.9), ("lstm", 35.5), ("gru", 26.6),
@@ -70,3 +73,67 @@ def test_recipe_comparison_names_the_machine_and_refuses_two(tmp_path):
     proc = subprocess.run([*script, str(other), str(new)], capture_output=True, text=True,
                           cwd=ROOT)
     assert proc.returncode != 0 and "different machines" in proc.stderr
+
+
+def test_the_bound_counts_every_recurrent_product_once_per_pass():
+    """3 stacked LSTM layers x 28 steps, forward and backward: 168 products of
+    (100 x 100) @ (100 x 400); a BiLSTM's two 2-layer stacks: 224."""
+    models = config.load().models
+    assert floor.recurrent_products(models["lstm"]) == (168, 168 * 2 * 100 * 100 * 400)
+    assert floor.recurrent_products(models["bilstm"])[0] == 224
+    assert floor.recurrent_products(models["rnn"]) == (168, 168 * 2 * 100 * 100 * 100)
+
+
+def test_the_bound_table_says_whether_the_target_is_reachable(tmp_path):
+    row = lambda bound, ref: {"recurrent_products": 168, "recurrent_gflop": 1.34,  # noqa: E731
+                              "step_gflop": 3.55, "chain_ms": {"1": 15.0, "2": 12.0},
+                              "bound_ms": 100 / bound * 1e3, "bound_images_per_s": bound,
+                              "reference_images_per_s": ref, "reference_all": [ref],
+                              "target_images_per_s": 2 * ref}
+    result = {"machine": {"cpu_model": "Some CPU", "cpu_count": 2, "isa_flags": "avx2",
+                          "kernels": "Eigen (default for this CPU)", "tensorflow": "2.x"},
+              "peak_gflops": 200.0, "batch": 100,
+              "models": {"lstm": row(3000.0, 2000.0), "rnn": row(15000.0, 5000.0)}}
+    floor.write(result, tmp_path / "floor")
+    text = (tmp_path / "floor.md").read_text()
+    assert "Some CPU" in text and "Eigen (default for this CPU) kernels" in text
+    lstm = next(line for line in text.splitlines() if line.startswith("| lstm |"))
+    assert "1.50x" in lstm and "not even with free element-wise maths" in lstm
+    assert "not ruled out" in next(line for line in text.splitlines() if line.startswith("| rnn |"))
+
+
+def test_the_kernel_path_table_counts_differing_predictions(tmp_path):
+    """bench/kernel_path.py: both runs' accuracies, the tutorial's, and how many test
+    images the two kernel paths predict differently; two machines are refused."""
+    import shutil
+
+    cpu = {"cpu_model": "Some CPU", "cpu_count": 2, "isa_flags": "avx2 avx512f",
+           "tensorflow": "2.x"}
+
+    def make(run, kernels, preds, test):
+        (run / "metrics" / "runtime").mkdir(parents=True)
+        shutil.copy(ROOT / "params.yaml", run / "params.yaml")
+        machine = {**cpu, "kernels": kernels}
+        (run / "metrics" / "runtime" / "train-lstm.json").write_text(
+            json.dumps({"machine": machine}))
+        (run / "metrics" / "evaluate.json").write_text(json.dumps({"models": {"lstm": {
+            "best_epoch": 7.0, "val_accuracy": 0.99, "test_accuracy": test}}}))
+        (run / "reports").mkdir()
+        (run / "reports" / "predictions.csv").write_text(
+            "image,actual,lstm\n" + "".join(f"{i},1,{p}\n" for i, p in enumerate(preds)))
+        return run
+
+    base = make(tmp_path / "a", "oneDNN (default for this CPU)", [1, 1, 2, 1], 0.9895)
+    other = make(tmp_path / "b", "Eigen (TF_ENABLE_ONEDNN_OPTS, ONEDNN_MAX_CPU_ISA=AVX2)",
+                 [1, 3, 1, 1], 0.9902)
+    spec = importlib.util.spec_from_file_location("kernel_path", ROOT / "bench" / "kernel_path.py")
+    kp = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(kp)
+    text = kp.table(base, other)
+    assert "Eigen (TF_ENABLE_ONEDNN_OPTS, ONEDNN_MAX_CPU_ISA=AVX2)" in text
+    assert "| lstm | 7 | 99.00% | 98.95% | 7 | 99.00% | 99.02% | 98.81% | 2 |" in text
+    elsewhere = json.loads((other / "metrics" / "runtime" / "train-lstm.json").read_text())
+    elsewhere["machine"]["cpu_model"] = "Other CPU"
+    (other / "metrics" / "runtime" / "train-lstm.json").write_text(json.dumps(elsewhere))
+    with pytest.raises(SystemExit, match="different machines"):
+        kp.table(base, other)
