@@ -140,6 +140,7 @@ class TrainConfig:
     early_stop_steps: PositiveInt = 2000
     max_train_samples: NonNegInt = 0
     kernel: Literal["auto", "fused", "keras"] = "auto"
+    batch_parts: Literal["auto"] | Annotated[int, Strict(), Field(ge=1, le=16)] = "auto"
 
 
 @dataclass(config=_STRICT)

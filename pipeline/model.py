@@ -25,15 +25,17 @@ from pipeline.config import ModelConfig
 
 _CELLS = {"simple_rnn": layers.SimpleRNN, "lstm": layers.LSTM, "gru": layers.GRU}
 KERNELS = ("auto", "fused", "keras")
-# Where `auto` uses pipeline.fused: the cells it trains faster than stock Keras on
-# both kinds of CPU measured (bench/train_speed.py). Keras' own LSTM and GRU loops
-# were faster than the fused ones on the AMD EPYC (AVX2) machine.
+# Where `auto` uses pipeline.fused on a whole batch: the cells it trains faster than
+# stock Keras on both kinds of CPU measured (bench/train_speed.py). On a batch split
+# into parts (pipeline.side_by_side) `auto` fuses every cell: Keras' own LSTM and
+# GRU loops are faster on a whole batch, the fused ones on parts side by side.
 AUTO_FUSED = ("simple_rnn",)
 
 
-def use_fused(cfg: ModelConfig, kernel: str) -> bool:
-    """Whether this block's layers run on ``pipeline.fused`` under ``kernel``."""
-    wanted = kernel == "fused" or (kernel == "auto" and cfg.cell in AUTO_FUSED)
+def use_fused(cfg: ModelConfig, kernel: str, n_parts: int = 1) -> bool:
+    """Whether this block's layers run on ``pipeline.fused`` under ``kernel``
+    when each batch runs in ``n_parts`` parts."""
+    wanted = kernel == "fused" or (kernel == "auto" and (cfg.cell in AUTO_FUSED or n_parts > 1))
     return wanted and fusable(cfg)
 
 
@@ -46,8 +48,8 @@ def fusable(cfg: ModelConfig) -> bool:
     return cfg.activation in fused.ACTIVATIONS if cfg.cell == "simple_rnn" else cfg.activation == "tanh"
 
 
-def _layer(cfg: ModelConfig, kernel: str, *, sequences: bool, **kwargs):
-    if use_fused(cfg, kernel):
+def _layer(cfg: ModelConfig, kernel: str, *, sequences: bool, n_parts: int = 1, **kwargs):
+    if use_fused(cfg, kernel, n_parts):
         from pipeline.fused import FusedRNN
 
         return FusedRNN(cfg.cell, cfg.units, cfg.activation, return_sequences=sequences, **kwargs)
@@ -59,7 +61,8 @@ def _layer(cfg: ModelConfig, kernel: str, *, sequences: bool, **kwargs):
                             return_sequences=sequences, return_state=sequences, **kwargs)
 
 
-def _stack(x, cfg: ModelConfig, *, backwards: bool, prefix: str, kernel: str) -> list:
+def _stack(x, cfg: ModelConfig, *, backwards: bool, prefix: str, kernel: str,
+           n_parts: int = 1) -> list:
     """Run ``cfg.layers`` stacked cells over x; return each layer's final h.
 
     With ``backwards`` the first layer reads the sequence from the last row;
@@ -71,7 +74,7 @@ def _stack(x, cfg: ModelConfig, *, backwards: bool, prefix: str, kernel: str) ->
     for i in range(cfg.layers):
         top = i == cfg.layers - 1
         kwargs = dict(go_backwards=backwards and i == 0, name=f"{prefix}{i + 1}",
-                      unit_forget_bias=True)
+                      unit_forget_bias=True, n_parts=n_parts)
         if top:
             finals.append(_layer(cfg, kernel, sequences=False, **kwargs)(seq))  # (batch, units)
         else:
@@ -82,20 +85,23 @@ def _stack(x, cfg: ModelConfig, *, backwards: bool, prefix: str, kernel: str) ->
 
 
 def build(cfg: ModelConfig, input_shape: tuple[int, int] = (28, 28),
-          num_classes: int = 10, name: str = "model", kernel: str = "keras") -> keras.Model:
+          num_classes: int = 10, name: str = "model", kernel: str = "keras",
+          n_parts: int = 1) -> keras.Model:
     """The model for ``cfg``; ``kernel`` picks who runs the recurrent layers:
     stock Keras, ``pipeline.fused`` (same weights and maths), or ``auto``
-    (``use_fused``). The default stays stock Keras for callers that load or compare
+    (``use_fused``, which also depends on the ``n_parts`` each training batch runs
+    in). The default stays stock Keras for callers that load or compare
     checkpoints; training passes ``train.kernel``."""
     inputs = keras.Input(shape=input_shape, name="rows")  # (batch, steps, features)
     x = layers.Rescaling(1.0 / 255, name="scale")(inputs)  # pixels to [0, 1]
     if cfg.bidirectional:
-        fwd = _stack(x, cfg, backwards=False, prefix="fw", kernel=kernel)[-1]
-        bwd = _stack(x, cfg, backwards=True, prefix="bw", kernel=kernel)[-1]
+        fwd = _stack(x, cfg, backwards=False, prefix="fw", kernel=kernel, n_parts=n_parts)[-1]
+        bwd = _stack(x, cfg, backwards=True, prefix="bw", kernel=kernel, n_parts=n_parts)[-1]
         merge = layers.Add if cfg.merge == "add" else layers.Concatenate
         features = merge(name=f"merge_{cfg.merge}")([fwd, bwd])  # (batch, units or 2*units)
     else:
-        finals = _stack(x, cfg, backwards=False, prefix=cfg.cell, kernel=kernel)
+        finals = _stack(x, cfg, backwards=False, prefix=cfg.cell, kernel=kernel,
+                        n_parts=n_parts)
         if cfg.head == "all_states" and len(finals) > 1:
             features = layers.Concatenate(name="all_states")(finals)  # (batch, layers*units)
         else:

@@ -13,7 +13,9 @@ accuracy) with two deliberate knobs: validation runs every
 ``validate_every_steps`` instead of every 10 steps (Keras "virtual epochs"), and
 the learning rate can decay (cosine) so the last epochs refine instead of
 bouncing around the optimum. ``train.kernel`` picks who runs the recurrent
-layers (``pipeline.model.use_fused``); the maths is the same either way.
+layers (``pipeline.model.use_fused``) and ``train.batch_parts`` how many parts
+of each batch run side by side (``pipeline.side_by_side``); the maths is the
+same either way.
 
 Keras' TerminateOnNaN stops a diverging run at its first NaN loss. It reads
 every step's loss, which once looked like a tenth of the step time; that was
@@ -163,13 +165,17 @@ def compiled(name: str, params: config.Params, total_steps: int):
     import keras
     import tensorflow as tf
 
-    from pipeline import model as model_lib
+    from pipeline import model as model_lib, side_by_side
 
     cfg = params.train
+    n_parts = side_by_side.parts(params.models[name], cfg.batch_parts)
+    side_by_side.set_threads(n_parts)  # before TensorFlow's first op
     keras.utils.set_random_seed(cfg.seed)
     tf.config.experimental.enable_op_determinism()  # same params -> same metrics
     net = model_lib.build(params.models[name], params.dataset.image_shape,
-                          params.dataset.num_classes, name, kernel=cfg.kernel)
+                          params.dataset.num_classes, name, kernel=cfg.kernel, n_parts=n_parts)
+    if n_parts > 1:
+        net = side_by_side.SideBySide(net, n_parts)
     optimizer = keras.optimizers.Adam(schedule(cfg, total_steps), clipnorm=cfg.clipnorm or None,
                                       name="adam")  # not adam_1 for a second model in-process
     net.compile(optimizer=optimizer,

@@ -53,6 +53,7 @@ def test_a_tanh_rnn_and_a_concat_bilstm_fuse_too():
 def test_auto_fuses_only_what_was_measured_faster_and_what_it_implements():
     assert model.use_fused(MODELS["rnn"], "auto")
     assert not model.use_fused(MODELS["lstm"], "auto")
+    assert model.use_fused(MODELS["lstm"], "auto", n_parts=2)  # batches in parts: all fused
     assert model.use_fused(MODELS["lstm"], "fused")
     assert not model.use_fused(MODELS["rnn"], "keras")
     # dropout is Keras' own per-gate masks: never fused

@@ -317,3 +317,19 @@ def test_fit_reads_its_data_without_tf_datas_autotune_thread(tmp_path, split_dir
     monkeypatch.setattr(keras.Model, "fit", fit)
     _run(tmp_path, config.load(TINY_PARAMS), split_dir=split_dir)
     assert seen == {"train": False, "val": False}
+
+
+def test_the_stage_trains_in_parts_and_writes_the_plain_model(tmp_path, split_dir):
+    import zipfile
+
+    from pipeline import model, side_by_side
+
+    params = config.load(TINY_PARAMS)
+    params = dataclasses.replace(params, train=dataclasses.replace(params.train, batch_parts=2))
+    net = train.compiled("rnn", params, total_steps=10)
+    assert isinstance(net, side_by_side.SideBySide) and net.n_parts == 2
+    train.run("rnn", params, split_dir=split_dir, checkpoint=tmp_path / "rnn.keras",
+              log_dir=tmp_path / "live", work_dir=tmp_path / "work")
+    saved = json.loads(zipfile.ZipFile(tmp_path / "rnn.keras").read("config.json"))
+    assert saved["class_name"] == "Functional"
+    assert model.load(tmp_path / "rnn.keras").count_params() == net.count_params()
