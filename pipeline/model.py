@@ -110,6 +110,21 @@ def build(cfg: ModelConfig, input_shape: tuple[int, int] = (28, 28),
     return keras.Model(inputs, logits, name=name)
 
 
+def stock_copy(net: keras.Model, cfg: ModelConfig) -> keras.Model:
+    """``net``'s weights in Keras' stock layers (the same weights in the same order,
+    tests/test_fused.py), whatever kernel ``net`` runs.
+
+    Why: the kernel is a training detail. Evaluate, export, predict and the
+    registry load checkpoints, and the fused LSTM predicted at half the speed of
+    Keras' own (``throughput_img_s`` in ``metrics/evaluate.json``: 3,854 test
+    images/s at commit 7af95cc, 7,617 with Keras' layers at ca37d55, AMD EPYC).
+    """
+    stock = build(cfg, tuple(net.input_shape[1:]), net.output_shape[-1], net.name,
+                  kernel="keras")
+    stock.set_weights(net.get_weights())
+    return stock
+
+
 def load(path):
     """``keras.models.load_model`` that also knows the fused layers (``pipeline.fused``)."""
     from pipeline import fused  # noqa: F401  registers FusedRNN for deserialisation

@@ -217,6 +217,8 @@ def run(name: str, params: config.Params, split_dir: Path = config.SPLIT_DIR,
     from dvclive import Live
     from dvclive.keras import DVCLiveCallback
 
+    from pipeline import model as model_lib
+
     cfg = params.train
     x_train, y_train = split.load(split_dir, "train")
     x_val, y_val = split.load(split_dir, "val")
@@ -312,7 +314,9 @@ def run(name: str, params: config.Params, split_dir: Path = config.SPLIT_DIR,
     live.end()
 
     checkpoint.parent.mkdir(parents=True, exist_ok=True)
-    runtime.stable_keras_copy(work_ckpt, work / "final.keras")   # no save time inside
+    # Checkpoints hold Keras' stock layers, whatever kernel trained them (model.stock_copy).
+    model_lib.stock_copy(model_lib.load(work_ckpt), params.models[name]).save(work / "stock.keras")
+    runtime.stable_keras_copy(work / "stock.keras", work / "final.keras")  # no save time inside
     (work / "final.keras").replace(checkpoint)  # atomic: same filesystem
     shutil.rmtree(log_dir, ignore_errors=True)
     log_dir.parent.mkdir(parents=True, exist_ok=True)

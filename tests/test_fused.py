@@ -74,3 +74,13 @@ def test_a_fused_checkpoint_loads_and_predicts_the_same(tmp_path):
     net.save(tmp_path / "m.keras")
     again = model.load(tmp_path / "m.keras")
     np.testing.assert_array_equal(again.predict(x, verbose=0), net.predict(x, verbose=0))
+
+
+def test_a_stock_copy_predicts_what_the_fused_model_predicts():
+    """Checkpoints are saved with Keras' stock layers (model.stock_copy)."""
+    rng = np.random.default_rng(2)
+    x = rng.integers(0, 256, (5, 28, 28)).astype("float32")
+    fused = model.build(MODELS["lstm"], kernel="fused", name="lstm")
+    stock = model.stock_copy(fused, MODELS["lstm"])
+    assert stock.name == "lstm" and "FusedRNN" not in {type(l).__name__ for l in stock.layers}
+    np.testing.assert_allclose(stock(x).numpy(), fused(x).numpy(), atol=1e-5)

@@ -332,4 +332,6 @@ def test_the_stage_trains_in_parts_and_writes_the_plain_model(tmp_path, split_di
               log_dir=tmp_path / "live", work_dir=tmp_path / "work")
     saved = json.loads(zipfile.ZipFile(tmp_path / "rnn.keras").read("config.json"))
     assert saved["class_name"] == "Functional"
+    layers = {layer["class_name"] for layer in saved["config"]["layers"]}
+    assert "SimpleRNN" in layers and "FusedRNN" not in layers  # trained fused, saved stock
     assert model.load(tmp_path / "rnn.keras").count_params() == net.count_params()
