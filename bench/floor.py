@@ -142,17 +142,17 @@ def write(result: dict, out: Path) -> None:
     for name, r in result["models"].items():
         ch = {int(k): v for k, v in r["chain_ms"].items()}
         refs = r["reference_all"]
+        verdict = ("not even with free element-wise maths"
+                   if r["bound_images_per_s"] < r["target_images_per_s"]
+                   else "not ruled out by this bound")
         lines.append(
             f"| {name} | {r['recurrent_products']} | {r['recurrent_gflop']:.2f} | "
             f"{r['step_gflop']:.2f} | {ch[1]:.1f} | {ch[2]:.1f} | {r['bound_ms']:.1f} | "
             f"{r['bound_images_per_s']:,.0f} | {r['reference_images_per_s']:,.0f} "
             f"({min(refs):,.0f}-{max(refs):,.0f}) | {r['target_images_per_s']:,.0f} | "
             f"{r['bound_images_per_s'] / r['reference_images_per_s']:.2f}x | "
-            f"{'not even with free element-wise maths' if r['bound_images_per_s'] < r['target_images_per_s'] else 'not ruled out by this bound'} |")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
-    out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
-    print("\n".join(lines))
+            f"{verdict} |")
+    train_speed.save(out, lines, result)
 
 
 if __name__ == "__main__":

@@ -26,9 +26,11 @@ import csv
 import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 
 
 def run(worktree: Path, env: dict) -> None:

@@ -245,6 +245,11 @@ def write(result: dict, out: Path) -> None:
             ref = r["reference"]["images_per_s"]
             lines.append(f"| {name} | " + " | ".join(
                 f"{_rate(r[k])}, {r[k]['images_per_s'] / ref:.2f}x" for k in variants) + " |")
+    save(out, lines, result)
+
+
+def save(out: Path, lines: list[str], result: dict) -> None:
+    """``<out>.md`` (the table, also printed) and ``<out>.json`` (every number)."""
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
