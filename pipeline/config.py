@@ -139,7 +139,8 @@ class TrainConfig:
     validate_every_steps: PositiveInt = 550
     early_stop_steps: PositiveInt = 2000
     max_train_samples: NonNegInt = 0
-    kernel: Literal["auto", "fused", "keras"] = "auto"
+    kernel: Literal["auto", "native", "fused", "keras"] = "auto"
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
     batch_parts: Literal["auto"] | Annotated[int, Strict(), Field(ge=1, le=16)] = "auto"
 
 

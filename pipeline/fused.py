@@ -11,11 +11,15 @@ overhead per op, not the arithmetic, sets the speed. Here, per layer:
   weights' gradient over all steps is a single matrix product at the end
   instead of one small product per step.
 
+With ``native``, each layer's steps are instead one C++ op each way
+(``pipeline.native``), which removes the per-op cost as well; these TensorFlow
+ops stay the fallback where no compiler is found.
+
 Same weights as the stock layers (names, shapes, initialisers, gate order, the
 LSTM's forget-gate bias of 1, the GRU's ``reset_after`` biases), so parameter
 counts and checkpoints keep their meaning; the tests compare outputs and
-gradients with the stock layers holding the same weights. Plain TensorFlow ops
-only, so op determinism holds.
+gradients with the stock layers holding the same weights. Plain TensorFlow ops,
+or the C++ op's one thread in a fixed order, so op determinism holds.
 """
 
 from __future__ import annotations
@@ -118,6 +122,22 @@ def _gru_core(xp, u, b_rec):  # xp (T, B, 3H) gates z, r, h; reset after the pro
     return out, grad
 
 
+def _native_core(kind: str, ops, bf16: bool):
+    """The whole layer as one C++ op each way (``pipeline/native/fused_rnn.cc``),
+    batch-major: xp (B, T, G*H) -> hs (B, T, H); backward also gives dU and the
+    GRU's recurrent-bias gradient."""
+    @tf.custom_gradient
+    def core(xp, u, b_rec):
+        hs, saved = ops.fused_rnn_forward(xp, u, b_rec, cell=kind, bf16=bf16)
+
+        def grad(d_hs):
+            return tuple(ops.fused_rnn_backward(d_hs, hs, saved, u, cell=kind, bf16=bf16))
+
+        return hs, grad
+
+    return core
+
+
 def _stacked_and_weight_grad(d_pre, hs, u):
     """(d pre-activations stacked, dU): dU sums h_{t-1}^T d_t over all steps in one product."""
     d_all = tf.stack(d_pre)  # (T, B, G*H)
@@ -135,13 +155,14 @@ class FusedRNN(keras.layers.Layer):
 
     def __init__(self, cell: str, units: int, activation: str = "tanh",
                  return_sequences: bool = False, go_backwards: bool = False,
-                 unit_forget_bias: bool = True, **kwargs):
+                 unit_forget_bias: bool = True, native: bool = False, bf16: bool = False,
+                 **kwargs):
         super().__init__(**kwargs)
         if cell not in GATES:
             raise ValueError(f"FusedRNN: unknown cell {cell!r}")
         self.cell, self.units, self.activation = cell, units, activation
         self.return_sequences, self.go_backwards = return_sequences, go_backwards
-        self.unit_forget_bias = unit_forget_bias
+        self.unit_forget_bias, self.native, self.bf16 = unit_forget_bias, native, bf16
 
     def build(self, input_shape):
         width = GATES[self.cell] * self.units
@@ -166,8 +187,18 @@ class FusedRNN(keras.layers.Layer):
         width = self.kernel.shape[1]
         b_in = self.bias[0] if self.cell == "gru" else self.bias
         xp = tf.matmul(tf.reshape(x, [-1, feats]), self.kernel) + b_in
-        xp = tf.transpose(tf.reshape(xp, [-1, steps, width]), [1, 0, 2])  # time-major
         u = tf.convert_to_tensor(self.recurrent_kernel)  # read here: the cores take tensors
+        ops = None
+        if self.native:
+            from pipeline import native
+
+            ops = native.load()  # None without a compiler: the same maths below
+        if ops is not None:
+            kind = self.activation if self.cell == "simple_rnn" else self.cell
+            b_rec = tf.convert_to_tensor(self.bias)[1] if self.cell == "gru" else tf.zeros([0])
+            hs = _native_core(kind, ops, self.bf16)(tf.reshape(xp, [-1, steps, width]), u, b_rec)
+            return [hs, hs[:, -1]] if self.return_sequences else hs[:, -1]
+        xp = tf.transpose(tf.reshape(xp, [-1, steps, width]), [1, 0, 2])  # time-major
         if self.cell == "lstm":
             hs = _lstm_core(xp, u)
         elif self.cell == "gru":
@@ -188,4 +219,5 @@ class FusedRNN(keras.layers.Layer):
     def get_config(self):
         return {**super().get_config(), "cell": self.cell, "units": self.units,
                 "activation": self.activation, "return_sequences": self.return_sequences,
-                "go_backwards": self.go_backwards, "unit_forget_bias": self.unit_forget_bias}
+                "go_backwards": self.go_backwards, "unit_forget_bias": self.unit_forget_bias,
+                "native": self.native, "bf16": self.bf16}

@@ -24,19 +24,33 @@ from keras import layers
 from pipeline.config import ModelConfig
 
 _CELLS = {"simple_rnn": layers.SimpleRNN, "lstm": layers.LSTM, "gru": layers.GRU}
-KERNELS = ("auto", "fused", "keras")
-# Where `auto` uses pipeline.fused on a whole batch: the cells it trains faster than
-# stock Keras on both kinds of CPU measured (bench/train_speed.py). On a batch split
-# into parts (pipeline.side_by_side) `auto` fuses every cell: Keras' own LSTM and
-# GRU loops are faster on a whole batch, the fused ones on parts side by side.
+KERNELS = ("auto", "native", "fused", "keras")
+# Where `auto` uses pipeline.fused's TensorFlow ops on a whole batch when the C++ op
+# (pipeline.native) cannot be built: the cells it trains faster than stock Keras on
+# both kinds of CPU measured (bench/train_speed.py). On a batch split into parts
+# (pipeline.side_by_side) that fallback fuses every cell.
 AUTO_FUSED = ("simple_rnn",)
 
 
+def kernel_for(cfg: ModelConfig, kernel: str, n_parts: int = 1) -> str:
+    """Who runs this block's recurrent layers under ``train.kernel``: ``native``
+    (the C++ op), ``fused`` (the same maths in TensorFlow ops) or ``keras``.
+    ``auto`` is native wherever the op builds (``pipeline.native``), else
+    fused where that measured faster (``AUTO_FUSED``, or batches in parts)."""
+    if kernel == "keras" or not fusable(cfg):
+        return "keras"
+    if kernel in ("native", "fused"):
+        return kernel
+    from pipeline import native
+
+    if native.load() is not None:
+        return "native"
+    return "fused" if cfg.cell in AUTO_FUSED or n_parts > 1 else "keras"
+
+
 def use_fused(cfg: ModelConfig, kernel: str, n_parts: int = 1) -> bool:
-    """Whether this block's layers run on ``pipeline.fused`` under ``kernel``
-    when each batch runs in ``n_parts`` parts."""
-    wanted = kernel == "fused" or (kernel == "auto" and (cfg.cell in AUTO_FUSED or n_parts > 1))
-    return wanted and fusable(cfg)
+    """Whether this block's layers are ``pipeline.fused`` layers (on TF ops or the C++ op)."""
+    return kernel_for(cfg, kernel, n_parts) != "keras"
 
 
 def fusable(cfg: ModelConfig) -> bool:
@@ -48,11 +62,14 @@ def fusable(cfg: ModelConfig) -> bool:
     return cfg.activation in fused.ACTIVATIONS if cfg.cell == "simple_rnn" else cfg.activation == "tanh"
 
 
-def _layer(cfg: ModelConfig, kernel: str, *, sequences: bool, n_parts: int = 1, **kwargs):
-    if use_fused(cfg, kernel, n_parts):
+def _layer(cfg: ModelConfig, kernel: str, *, sequences: bool, n_parts: int = 1,
+           bf16: bool = False, **kwargs):
+    chosen = kernel_for(cfg, kernel, n_parts)
+    if chosen != "keras":
         from pipeline.fused import FusedRNN
 
-        return FusedRNN(cfg.cell, cfg.units, cfg.activation, return_sequences=sequences, **kwargs)
+        return FusedRNN(cfg.cell, cfg.units, cfg.activation, return_sequences=sequences,
+                        native=chosen == "native", bf16=bf16 and chosen == "native", **kwargs)
     if cfg.cell == "lstm":
         kwargs["unit_forget_bias"] = True  # forget-gate bias starts at 1
     else:
@@ -62,7 +79,7 @@ def _layer(cfg: ModelConfig, kernel: str, *, sequences: bool, n_parts: int = 1, 
 
 
 def _stack(x, cfg: ModelConfig, *, backwards: bool, prefix: str, kernel: str,
-           n_parts: int = 1) -> list:
+           n_parts: int = 1, bf16: bool = False) -> list:
     """Run ``cfg.layers`` stacked cells over x; return each layer's final h.
 
     With ``backwards`` the first layer reads the sequence from the last row;
@@ -74,7 +91,7 @@ def _stack(x, cfg: ModelConfig, *, backwards: bool, prefix: str, kernel: str,
     for i in range(cfg.layers):
         top = i == cfg.layers - 1
         kwargs = dict(go_backwards=backwards and i == 0, name=f"{prefix}{i + 1}",
-                      unit_forget_bias=True, n_parts=n_parts)
+                      unit_forget_bias=True, n_parts=n_parts, bf16=bf16)
         if top:
             finals.append(_layer(cfg, kernel, sequences=False, **kwargs)(seq))  # (batch, units)
         else:
@@ -86,22 +103,25 @@ def _stack(x, cfg: ModelConfig, *, backwards: bool, prefix: str, kernel: str,
 
 def build(cfg: ModelConfig, input_shape: tuple[int, int] = (28, 28),
           num_classes: int = 10, name: str = "model", kernel: str = "keras",
-          n_parts: int = 1) -> keras.Model:
+          n_parts: int = 1, bf16: bool = False) -> keras.Model:
     """The model for ``cfg``; ``kernel`` picks who runs the recurrent layers:
-    stock Keras, ``pipeline.fused`` (same weights and maths), or ``auto``
-    (``use_fused``, which also depends on the ``n_parts`` each training batch runs
-    in). The default stays stock Keras for callers that load or compare
-    checkpoints; training passes ``train.kernel``."""
+    stock Keras, ``pipeline.fused`` (same weights and maths) on TensorFlow ops or
+    on the C++ op (``native``), or ``auto`` (``kernel_for``, which also depends on
+    the ``n_parts`` each training batch runs in). ``bf16``: the C++ op's recurrent
+    products in bfloat16 (``train.precision``). The default stays stock Keras
+    for callers that load or compare checkpoints; training passes ``train.kernel``."""
     inputs = keras.Input(shape=input_shape, name="rows")  # (batch, steps, features)
     x = layers.Rescaling(1.0 / 255, name="scale")(inputs)  # pixels to [0, 1]
     if cfg.bidirectional:
-        fwd = _stack(x, cfg, backwards=False, prefix="fw", kernel=kernel, n_parts=n_parts)[-1]
-        bwd = _stack(x, cfg, backwards=True, prefix="bw", kernel=kernel, n_parts=n_parts)[-1]
+        fwd = _stack(x, cfg, backwards=False, prefix="fw", kernel=kernel, n_parts=n_parts,
+                     bf16=bf16)[-1]
+        bwd = _stack(x, cfg, backwards=True, prefix="bw", kernel=kernel, n_parts=n_parts,
+                     bf16=bf16)[-1]
         merge = layers.Add if cfg.merge == "add" else layers.Concatenate
         features = merge(name=f"merge_{cfg.merge}")([fwd, bwd])  # (batch, units or 2*units)
     else:
         finals = _stack(x, cfg, backwards=False, prefix=cfg.cell, kernel=kernel,
-                        n_parts=n_parts)
+                        n_parts=n_parts, bf16=bf16)
         if cfg.head == "all_states" and len(finals) > 1:
             features = layers.Concatenate(name="all_states")(finals)  # (batch, layers*units)
         else:

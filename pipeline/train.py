@@ -159,21 +159,42 @@ def _val_dataset(x, y, batch_size: int = 1000):
                         .batch(batch_size))
 
 
+def precision(wanted: str, kernel: str) -> bool:
+    """Whether the recurrent products run in bfloat16 (``train.precision``): asked
+    for, or ``auto`` on the C++ op where the CPU has AVX512_BF16; never elsewhere."""
+    from pipeline import native
+
+    possible = kernel == "native" and native.bf16_supported()
+    if wanted == "bf16" and not possible:
+        raise StageError("params.yaml: train.precision: bf16 needs train.kernel native (or "
+                         "auto) on a CPU with AVX512_BF16; this run has "
+                         f"{kernel} kernels on {runtime.machine()['cpu_model']}")
+    return possible and wanted != "fp32"
+
+
 def compiled(name: str, params: config.Params, total_steps: int):
     """Seeded, deterministic, compiled model for ``name``: what the stage trains
     (and what bench/train_speed.py times as the project's path)."""
     import keras
     import tensorflow as tf
 
-    from pipeline import model as model_lib, side_by_side
+    from pipeline import model as model_lib, native, side_by_side
 
-    cfg = params.train
-    n_parts = side_by_side.parts(params.models[name], cfg.batch_parts)
+    cfg, arch = params.train, params.models[name]
+    n_parts = side_by_side.parts(arch, cfg.batch_parts,
+                                 native=model_lib.kernel_for(arch, cfg.kernel) == "native")
     side_by_side.set_threads(n_parts)  # before TensorFlow's first op
+    kernel = model_lib.kernel_for(arch, cfg.kernel, n_parts)
+    if kernel == "native" and native.load() is None:
+        raise StageError(f"params.yaml: train.kernel: native: {native.why_not()}")
+    bf16 = precision(cfg.precision, kernel)
+    log.info("train@%s: recurrent layers on %s kernels (%s products), batches in %d part(s)",
+             name, kernel, "bf16" if bf16 else "fp32", n_parts)
     keras.utils.set_random_seed(cfg.seed)
     tf.config.experimental.enable_op_determinism()  # same params -> same metrics
-    net = model_lib.build(params.models[name], params.dataset.image_shape,
-                          params.dataset.num_classes, name, kernel=cfg.kernel, n_parts=n_parts)
+    net = model_lib.build(arch, params.dataset.image_shape,
+                          params.dataset.num_classes, name, kernel=kernel, n_parts=n_parts,
+                          bf16=bf16)
     if n_parts > 1:
         net = side_by_side.SideBySide(net, n_parts)
     optimizer = keras.optimizers.Adam(schedule(cfg, total_steps), clipnorm=cfg.clipnorm or None,

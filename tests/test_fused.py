@@ -1,4 +1,5 @@
-"""pipeline.fused: the same function and the same gradients as Keras' stock layers."""
+"""pipeline.fused: the same function and the same gradients as Keras' stock layers,
+on TensorFlow ops (``fused``) and on the C++ op (``native``, pipeline.native)."""
 
 import dataclasses
 
@@ -21,14 +22,26 @@ def _grads(net, x, y):
     return out.numpy(), [g.numpy() for g in tape.gradient(value, net.trainable_variables)]
 
 
+@pytest.fixture(params=["fused", "native"])
+def kernel(request):
+    if request.param == "native":
+        from pipeline import native
+
+        if native.load() is None:  # CI installs g++: there this must not skip
+            pytest.skip(f"no native op here: {native.why_not()}")
+    return request.param
+
+
 @pytest.mark.parametrize("name", list(MODELS))
-def test_fused_layers_compute_what_keras_computes(name):
+def test_fused_layers_compute_what_keras_computes(name, kernel):
     """Same weights in -> same logits and same gradient for every weight out."""
     rng = np.random.default_rng(0)
     x = rng.integers(0, 256, (6, 28, 28)).astype("float32")
     y = rng.integers(0, 10, 6)
     stock = model.build(MODELS[name], kernel="keras")
-    fused = model.build(MODELS[name], kernel="fused")
+    fused = model.build(MODELS[name], kernel=kernel)
+    assert {type(l).__name__ for l in fused.layers} >= {"FusedRNN"}
+    assert all(l.native == (kernel == "native") for l in fused.layers if hasattr(l, "native"))
     assert fused.count_params() == stock.count_params()
     assert [w.shape for w in fused.weights] == [w.shape for w in stock.weights]
     fused.set_weights(stock.get_weights())
@@ -39,21 +52,31 @@ def test_fused_layers_compute_what_keras_computes(name):
         np.testing.assert_allclose(gf, gs, atol=1e-5 * max(1.0, np.abs(gs).max()))
 
 
-def test_a_tanh_rnn_and_a_concat_bilstm_fuse_too():
+def test_a_tanh_rnn_and_a_concat_bilstm_fuse_too(kernel):
     rng = np.random.default_rng(1)
     x = rng.integers(0, 256, (4, 28, 28)).astype("float32")
     y = rng.integers(0, 10, 4)
     for cfg in (dataclasses.replace(MODELS["rnn"], activation="tanh", units=16),
                 dataclasses.replace(MODELS["bilstm"], merge="concat", units=16)):
-        stock, fused = model.build(cfg, kernel="keras"), model.build(cfg, kernel="fused")
+        stock, fused = model.build(cfg, kernel="keras"), model.build(cfg, kernel=kernel)
         fused.set_weights(stock.get_weights())
-        np.testing.assert_allclose(_grads(fused, x, y)[0], _grads(stock, x, y)[0], atol=1e-5)
+        out_s, grads_s = _grads(stock, x, y)
+        out_f, grads_f = _grads(fused, x, y)
+        np.testing.assert_allclose(out_f, out_s, atol=1e-5)
+        for gs, gf in zip(grads_s, grads_f):
+            np.testing.assert_allclose(gf, gs, atol=1e-5 * max(1.0, np.abs(gs).max()))
 
 
-def test_auto_fuses_only_what_was_measured_faster_and_what_it_implements():
-    assert model.use_fused(MODELS["rnn"], "auto")
-    assert not model.use_fused(MODELS["lstm"], "auto")
-    assert model.use_fused(MODELS["lstm"], "auto", n_parts=2)  # batches in parts: all fused
+def test_auto_fuses_only_what_was_measured_faster_and_what_it_implements(monkeypatch):
+    from pipeline import native
+
+    assert model.kernel_for(MODELS["lstm"], "auto") == (
+        "native" if native.load() is not None else "keras")
+    monkeypatch.setattr(native, "load", lambda: None)  # no compiler: TensorFlow's ops
+    assert model.kernel_for(MODELS["rnn"], "auto") == "fused"
+    assert model.kernel_for(MODELS["lstm"], "auto") == "keras"
+    assert model.kernel_for(MODELS["lstm"], "auto", n_parts=2) == "fused"  # parts: all fused
+    assert model.kernel_for(MODELS["bilstm"], "native") == "native"
     assert model.use_fused(MODELS["lstm"], "fused")
     assert not model.use_fused(MODELS["rnn"], "keras")
     # dropout is Keras' own per-gate masks: never fused
@@ -84,3 +107,28 @@ def test_a_stock_copy_predicts_what_the_fused_model_predicts():
     stock = model.stock_copy(fused, MODELS["lstm"])
     assert stock.name == "lstm" and "FusedRNN" not in {type(l).__name__ for l in stock.layers}
     np.testing.assert_allclose(stock(x).numpy(), fused(x).numpy(), atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["lstm", "gru", "rnn"])
+def test_bf16_products_stay_close_to_fp32_and_repeat_exactly(name):
+    """train.precision bf16: bfloat16 inputs to the recurrent products, fp32 sums."""
+    from pipeline import native
+
+    if native.load() is None or not native.bf16_supported():
+        pytest.skip("needs the native op on a CPU with AVX512_BF16")
+    rng = np.random.default_rng(3)
+    x = rng.integers(0, 256, (6, 28, 28)).astype("float32")
+    y = rng.integers(0, 10, 6)
+    fp32 = model.build(MODELS[name], kernel="native")
+    bf16 = model.build(MODELS[name], kernel="native", bf16=True)
+    assert all(l.bf16 for l in bf16.layers if hasattr(l, "bf16"))
+    bf16.set_weights(fp32.get_weights())
+    out_f, grads_f = _grads(fp32, x, y)
+    out_b, grads_b = _grads(bf16, x, y)
+    np.testing.assert_allclose(out_b, out_f, atol=0.02 * np.abs(out_f).max())
+    for gf, gb in zip(grads_f, grads_b):
+        assert np.linalg.norm(gb - gf) <= 0.05 * np.linalg.norm(gf)
+    again = _grads(bf16, x, y)
+    np.testing.assert_array_equal(again[0], out_b)  # deterministic
+    for g1, g2 in zip(again[1], grads_b):
+        np.testing.assert_array_equal(g1, g2)

@@ -14,6 +14,7 @@ def test_auto_splits_one_directional_stacks_on_two_or_more_cores():
     assert side_by_side.parts(MODELS["lstm"], "auto", cores=2) == 2
     assert side_by_side.parts(MODELS["rnn"], "auto", cores=16) == 2
     assert side_by_side.parts(MODELS["bilstm"], "auto", cores=2) == 1  # two stacks already
+    assert side_by_side.parts(MODELS["bilstm"], "auto", cores=2, native=True) == 2  # one thread each
     assert side_by_side.parts(MODELS["gru"], "auto", cores=1) == 1      # nothing to share
     assert side_by_side.parts(MODELS["bilstm"], 3, cores=1) == 3        # asked for: done
 

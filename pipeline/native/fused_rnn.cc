@@ -1,0 +1,271 @@
+// One recurrent layer over a whole sequence in one op, forward and backward.
+//
+// Why: TensorFlow runs a recurrent step as a dozen small ops, and at 100 units
+// the cost of dispatching an op, not its arithmetic, sets the training speed.
+// Here a whole layer's 28 steps are one op each way: per step one matrix
+// product (product.h: Eigen in fp32, or bfloat16 pairs with `bf16`, on the
+// calling thread) and one pass of element-wise maths, always in fp32.
+// Single-threaded and in a fixed order, so results are deterministic; the
+// parts of a batch (pipeline/side_by_side.py) run these ops side by side.
+//
+// Layout: batch-major as Keras' (B, T, features), row-major, so no transposes:
+// xp (B, T, G*H) holds the input projections x @ W + b of every step; u (H, G*H)
+// is the recurrent kernel in Keras' gate order (LSTM i, f, c, o; GRU z, r, h
+// with the reset after the product, its recurrent bias b_rec (G*H)).
+#include <cmath>
+#include <string>
+
+#include "Eigen/Core"
+#include "product.h"
+#include "tensorflow/core/framework/op.h"
+#include "tensorflow/core/framework/op_kernel.h"
+#include "tensorflow/core/framework/shape_inference.h"
+
+using namespace tensorflow;
+using Mat = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+using MapM = Eigen::Map<Mat>;
+using CMapM = Eigen::Map<const Mat>;
+using Strided = Eigen::OuterStride<>;
+using SMapM = Eigen::Map<Mat, 0, Strided>;
+using CSMapM = Eigen::Map<const Mat, 0, Strided>;
+using Arr = Eigen::Array<float, Eigen::Dynamic, 1>;
+using MapA = Eigen::Map<Arr>;
+using CMapA = Eigen::Map<const Arr>;
+
+namespace {
+
+enum Cell { kRelu, kTanh, kLstm, kGru };
+
+Cell ParseCell(const std::string& s) {
+  if (s == "relu") return kRelu;
+  if (s == "tanh") return kTanh;
+  if (s == "lstm") return kLstm;
+  return kGru;
+}
+
+int Gates(Cell c) { return c == kLstm ? 4 : c == kGru ? 3 : 1; }
+int Saved(Cell c) { return c == kLstm ? 6 : c == kGru ? 4 : 0; }  // per unit and step
+
+inline void Sigmoid(const float* in, float* out, int n) {
+  MapA(out, n) = CMapA(in, n).logistic();
+}
+inline void Tanh(const float* in, float* out, int n) {
+  MapA(out, n) = CMapA(in, n).tanh();
+}
+
+}  // namespace
+
+REGISTER_OP("FusedRnnForward")
+    .Input("xp: float")
+    .Input("u: float")
+    .Input("b_rec: float")
+    .Attr("cell: {'relu', 'tanh', 'lstm', 'gru'}")
+    .Attr("bf16: bool = false")
+    .Output("hs: float")
+    .Output("saved: float")
+    .SetShapeFn([](shape_inference::InferenceContext* c) {
+      auto xp = c->input(0);
+      std::string cell;
+      TF_RETURN_IF_ERROR(c->GetAttr("cell", &cell));
+      auto units = c->Dim(c->input(1), 0);
+      c->set_output(0, c->MakeShape({c->Dim(xp, 0), c->Dim(xp, 1), units}));
+      shape_inference::DimensionHandle width;
+      TF_RETURN_IF_ERROR(c->Multiply(units, Saved(ParseCell(cell)), &width));
+      c->set_output(1, c->MakeShape({c->Dim(xp, 1), c->Dim(xp, 0), width}));
+      return OkStatus();
+    });
+
+REGISTER_OP("FusedRnnBackward")
+    .Input("d_hs: float")
+    .Input("hs: float")
+    .Input("saved: float")
+    .Input("u: float")
+    .Attr("cell: {'relu', 'tanh', 'lstm', 'gru'}")
+    .Attr("bf16: bool = false")
+    .Output("d_xp: float")
+    .Output("d_u: float")
+    .Output("d_b_rec: float")
+    .SetShapeFn([](shape_inference::InferenceContext* c) {
+      auto hs = c->input(1);
+      auto u = c->input(3);
+      std::string cell;
+      TF_RETURN_IF_ERROR(c->GetAttr("cell", &cell));
+      c->set_output(0, c->MakeShape({c->Dim(hs, 0), c->Dim(hs, 1), c->Dim(u, 1)}));
+      c->set_output(1, u);
+      if (ParseCell(cell) == kGru) c->set_output(2, c->MakeShape({c->Dim(u, 1)}));
+      else c->set_output(2, c->MakeShape({0}));
+      return OkStatus();
+    });
+
+class FusedRnnForwardOp : public OpKernel {
+ public:
+  explicit FusedRnnForwardOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
+    std::string cell;
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("cell", &cell));
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("bf16", &bf16_));
+    OP_REQUIRES(ctx, !bf16_ || rnn::Product::Bf16Available(),
+                errors::InvalidArgument("fused_rnn: bf16 needs a build with AVX512_BF16"));
+    cell_ = ParseCell(cell);
+  }
+
+  void Compute(OpKernelContext* ctx) override {
+    const Tensor& xp_t = ctx->input(0);
+    const Tensor& u_t = ctx->input(1);
+    const Tensor& b_t = ctx->input(2);
+    OP_REQUIRES(ctx, xp_t.dims() == 3 && u_t.dims() == 2,
+                errors::InvalidArgument("FusedRnnForward: xp must be (B, T, G*H), u (H, G*H)"));
+    const int B = xp_t.dim_size(0), T = xp_t.dim_size(1), GH = xp_t.dim_size(2);
+    const int H = u_t.dim_size(0), S = Saved(cell_) * H;
+    OP_REQUIRES(ctx, u_t.dim_size(1) == GH && GH == Gates(cell_) * H,
+                errors::InvalidArgument("FusedRnnForward: xp, u and cell disagree on the width"));
+    OP_REQUIRES(ctx, cell_ != kGru || b_t.NumElements() == GH,
+                errors::InvalidArgument("FusedRnnForward: the GRU needs its recurrent bias"));
+    Tensor* hs_t = nullptr;
+    Tensor* saved_t = nullptr;
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, TensorShape({B, T, H}), &hs_t));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(1, TensorShape({T, B, S}), &saved_t));
+    const float* xp = xp_t.flat<float>().data();
+    const float* brec = b_t.flat<float>().data();
+    float* hs = hs_t->flat<float>().data();
+    float* saved = saved_t->flat<float>().data();  // time-major: read back step by step
+    rnn::Product rec(u_t.flat<float>().data(), H, GH, /*transposed=*/false, bf16_);
+    const int ldz = rec.padded_n();
+    Mat zbuf(B, ldz);
+    float* z = zbuf.data();
+    for (int t = 0; t < T; ++t) {
+      // row b of step t: xp + (b * T + t) * GH, hs + (b * T + t) * H
+      const float* hp = hs + (size_t)(t - 1) * H;
+      if (cell_ == kGru) {  // z holds the recurrent part alone: r multiplies it
+        if (t) rec.Run(hp, T * H, B, z, ldz, false); else zbuf.setZero();
+        for (int b = 0; b < B; ++b) MapA(z + (size_t)b * ldz, GH) += CMapA(brec, GH);
+      } else {
+        for (int b = 0; b < B; ++b)
+          MapA(z + (size_t)b * ldz, GH) = CMapA(xp + ((size_t)b * T + t) * GH, GH);
+        if (t) rec.Run(hp, T * H, B, z, ldz, true);
+      }
+      for (int b = 0; b < B; ++b) {
+        float* zr = z + (size_t)b * ldz;
+        float* hr = hs + ((size_t)b * T + t) * H;
+        const float* xr = xp + ((size_t)b * T + t) * GH;
+        const float* hpr = t ? hr - H : nullptr;
+        float* s = saved + ((size_t)t * B + b) * S;
+        if (cell_ == kRelu) {
+          MapA(hr, H) = CMapA(zr, H).max(0.f);
+        } else if (cell_ == kTanh) {
+          Tanh(zr, hr, H);
+        } else if (cell_ == kLstm) {  // saved: i, f, g, o, c, tanh(c)
+          Sigmoid(zr, s, 2 * H);
+          Tanh(zr + 2 * H, s + 2 * H, H);
+          Sigmoid(zr + 3 * H, s + 3 * H, H);
+          MapA c(s + 4 * H, H), tc(s + 5 * H, H);
+          CMapA i(s, H), f(s + H, H), g(s + 2 * H, H), o(s + 3 * H, H);
+          if (t) c = f * CMapA(s - (size_t)B * S + 4 * H, H) + i * g; else c = i * g;
+          tc = c.tanh();
+          MapA(hr, H) = o * tc;
+        } else {  // GRU; saved: z, r, hh, rh
+          MapA(s, 2 * H) = (CMapA(xr, 2 * H) + CMapA(zr, 2 * H)).logistic();
+          MapA(s + 3 * H, H) = CMapA(zr + 2 * H, H);
+          MapA(s + 2 * H, H) = (CMapA(xr + 2 * H, H) + CMapA(s + H, H) * CMapA(zr + 2 * H, H)).tanh();
+          CMapA zz(s, H), hh(s + 2 * H, H);
+          if (hpr) MapA(hr, H) = hh + zz * (CMapA(hpr, H) - hh);
+          else MapA(hr, H) = hh - zz * hh;
+        }
+      }
+    }
+  }
+
+ private:
+  Cell cell_;
+  bool bf16_;
+};
+
+class FusedRnnBackwardOp : public OpKernel {
+ public:
+  explicit FusedRnnBackwardOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
+    std::string cell;
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("cell", &cell));
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("bf16", &bf16_));
+    OP_REQUIRES(ctx, !bf16_ || rnn::Product::Bf16Available(),
+                errors::InvalidArgument("fused_rnn: bf16 needs a build with AVX512_BF16"));
+    cell_ = ParseCell(cell);
+  }
+
+  void Compute(OpKernelContext* ctx) override {
+    const Tensor& dhs_t = ctx->input(0);
+    const Tensor& hs_t = ctx->input(1);
+    const Tensor& saved_t = ctx->input(2);
+    const Tensor& u_t = ctx->input(3);
+    const int B = hs_t.dim_size(0), T = hs_t.dim_size(1), H = hs_t.dim_size(2);
+    const int GH = u_t.dim_size(1), S = Saved(cell_) * H;
+    OP_REQUIRES(ctx, dhs_t.shape() == hs_t.shape() && GH == Gates(cell_) * H,
+                errors::InvalidArgument("FusedRnnBackward: shapes disagree"));
+    Tensor *dx_t = nullptr, *du_t = nullptr, *db_t = nullptr;
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, TensorShape({B, T, GH}), &dx_t));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(1, u_t.shape(), &du_t));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(2, TensorShape({cell_ == kGru ? GH : 0}), &db_t));
+    const float* dhs = dhs_t.flat<float>().data();
+    const float* hs = hs_t.flat<float>().data();
+    const float* saved = saved_t.flat<float>().data();
+    float* dx = dx_t->flat<float>().data();
+    rnn::Product back(u_t.flat<float>().data(), GH, H, /*transposed=*/true, bf16_);  // U^T
+    const int ldh = back.padded_n();
+    MapM dU(du_t->flat<float>().data(), H, GH);
+    dU.setZero();
+    Eigen::RowVectorXf db = Eigen::RowVectorXf::Zero(GH);
+    Mat dz(B, GH);                    // d of what multiplies U at this step
+    Mat dh_next = Mat::Zero(B, ldh);  // from the step after: dz @ U^T (+ dh * z, GRU)
+    Mat dc_next = Mat::Zero(B, H);    // LSTM: dc * f from the step after
+    Arr dh(H), dc(H);
+    for (int t = T - 1; t >= 0; --t) {
+      for (int b = 0; b < B; ++b) {
+        const size_t row = (size_t)b * T + t;
+        dh = CMapA(dhs + row * H, H) + CMapA(dh_next.data() + (size_t)b * ldh, H);
+        const float* h = hs + row * H;
+        const float* s = saved + ((size_t)t * B + b) * S;
+        float* dzr = dz.data() + (size_t)b * GH;
+        float* dxr = dx + row * GH;
+        if (cell_ == kRelu) {
+          MapA(dzr, H) = (CMapA(h, H) > 0.f).select(dh, 0.f);
+        } else if (cell_ == kTanh) {
+          CMapA hh(h, H);
+          MapA(dzr, H) = dh * (1.f - hh * hh);
+        } else if (cell_ == kLstm) {
+          CMapA i(s, H), f(s + H, H), g(s + 2 * H, H), o(s + 3 * H, H), tc(s + 5 * H, H);
+          MapA dcn(dc_next.data() + (size_t)b * H, H);
+          dc = dh * o * (1.f - tc * tc) + dcn;
+          MapA(dzr, H) = dc * g * i * (1.f - i);
+          if (t) MapA(dzr + H, H) = dc * CMapA(s - (size_t)B * S + 4 * H, H) * f * (1.f - f);
+          else MapA(dzr + H, H).setZero();
+          MapA(dzr + 2 * H, H) = dc * i * (1.f - g * g);
+          MapA(dzr + 3 * H, H) = dh * tc * o * (1.f - o);
+          dcn = dc * f;
+        } else {  // GRU: d xp differs from dz in its last gate (r multiplies U's part)
+          CMapA zz(s, H), r(s + H, H), hh(s + 2 * H, H), rh(s + 3 * H, H);
+          Arr hp = t ? Arr(CMapA(h - H, H)) : Arr::Zero(H);
+          MapA dzz(dxr, H), dr(dxr + H, H), dah(dxr + 2 * H, H);
+          dzz = dh * (hp - hh) * zz * (1.f - zz);
+          dah = dh * (1.f - zz) * (1.f - hh * hh);
+          dr = dah * rh * r * (1.f - r);
+          MapA(dzr, 2 * H) = CMapA(dxr, 2 * H);
+          MapA(dzr + 2 * H, H) = dah * r;
+          MapA(dh_next.data() + (size_t)b * ldh, H) = dh * zz;  // the direct path
+        }
+      }
+      if (cell_ != kGru) SMapM(dx + (size_t)t * GH, B, GH, Strided((size_t)T * GH)) = dz;
+      else db += dz.colwise().sum();
+      if (t) {
+        CSMapM hp(hs + (size_t)(t - 1) * H, B, H, Strided((size_t)T * H));
+        dU.noalias() += hp.transpose() * dz;
+        back.Run(dz.data(), GH, B, dh_next.data(), ldh, /*accumulate=*/cell_ == kGru);
+      }
+    }
+    if (cell_ == kGru) std::copy(db.data(), db.data() + GH, db_t->flat<float>().data());
+  }
+
+ private:
+  Cell cell_;
+  bool bf16_;
+};
+
+REGISTER_KERNEL_BUILDER(Name("FusedRnnForward").Device(DEVICE_CPU), FusedRnnForwardOp);
+REGISTER_KERNEL_BUILDER(Name("FusedRnnBackward").Device(DEVICE_CPU), FusedRnnBackwardOp);

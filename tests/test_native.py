@@ -1,0 +1,53 @@
+"""pipeline.native: the C++ op builds once per machine, and its absence is a clear fallback."""
+
+import dataclasses
+import os
+from pathlib import Path
+
+import pytest
+
+from pipeline import config, native, train
+from pipeline.runtime import StageError
+
+
+def test_the_op_is_built_once_and_then_taken_from_the_cache():
+    if native.load() is None:
+        pytest.skip(f"no native op here: {native.why_not()}")
+    first = native.build()  # load() built it: this is the cached file
+    assert first.parent == native.cache_dir() and first.suffix == ".so"
+    stamp = os.stat(first).st_mtime_ns
+    assert native.build() == first and os.stat(first).st_mtime_ns == stamp
+    assert not [p for p in first.parent.iterdir() if p.is_dir()]  # no build folder left
+
+
+def test_without_a_compiler_auto_falls_back_and_native_stops_with_the_reason(
+        tmp_path, monkeypatch, caplog):
+    monkeypatch.setenv("PIPELINE_NATIVE_CACHE", str(tmp_path))
+    monkeypatch.setenv("CXX", "no-such-compiler")
+    native.load.cache_clear()
+    try:
+        assert native.load() is None
+        assert "no C++ compiler 'no-such-compiler'" in native.why_not()
+        assert "TensorFlow ops instead" in caplog.text
+        params = config.load(Path(__file__).parent / "fixtures" / "params-tiny.yaml")
+        net = train.compiled("lstm", params, total_steps=10)  # auto: TensorFlow's ops
+        assert not any(getattr(l, "native", False) for l in net.inner.layers)
+        forced = dataclasses.replace(params, train=dataclasses.replace(params.train,
+                                                                       kernel="native"))
+        with pytest.raises(StageError, match="train.kernel: native: no C\\+\\+ compiler"):
+            train.compiled("lstm", forced, total_steps=10)
+    finally:
+        native.load.cache_clear()
+
+
+def test_precision_auto_follows_the_cpu_and_bf16_elsewhere_is_refused(monkeypatch):
+    monkeypatch.setattr(native, "bf16_supported", lambda: True)
+    assert train.precision("auto", "native") and train.precision("bf16", "native")
+    assert not train.precision("fp32", "native")
+    assert not train.precision("auto", "fused")  # TensorFlow's ops: fp32 only
+    with pytest.raises(StageError, match="train.precision: bf16 needs"):
+        train.precision("bf16", "keras")
+    monkeypatch.setattr(native, "bf16_supported", lambda: False)  # an AVX2-only CPU
+    assert not train.precision("auto", "native")
+    with pytest.raises(StageError, match="AVX512_BF16"):
+        train.precision("bf16", "native")
