@@ -12,7 +12,7 @@ a 150-step window, which made several models report the same 1,465 images/s):
 - reference: the tutorial's architecture from stock Keras layers, plain
   ``model.fit`` on NumPy arrays, Adam, stock TensorFlow settings;
 - project: what ``pipeline.train`` runs (``train.compiled``: params.yaml's
-  kernel, op determinism, the tf.data input pipeline);
+  kernel and precision, op determinism, the tf.data input pipeline);
 - torch: PyTorch's ``nn.RNN``/``nn.LSTM``/``nn.GRU`` in the same architecture,
   from a virtual environment this script creates in ``.bench/torch`` (PyTorch is
   not a dependency of the project); ``--no-torch`` skips it.
@@ -92,10 +92,11 @@ def measure_tf(impl: str, name: str, steps: int, warmup: int) -> dict:
         start = time.perf_counter()
         net.fit(xf[warmup * 100:], y[warmup * 100:], batch_size=100, epochs=1, verbose=0,
                 callbacks=[LastStep()])
-    else:  # project (params.yaml as it is) or fused (every cell on pipeline.fused)
-        if impl == "fused":
+    else:  # project (params.yaml as it is), fused (TensorFlow's ops) or fp32 products
+        if impl in ("fused", "fp32"):
+            changed = {"kernel": "fused"} if impl == "fused" else {"precision": "fp32"}
             params = dataclasses.replace(
-                params, train=dataclasses.replace(params.train, kernel="fused"))
+                params, train=dataclasses.replace(params.train, **changed))
         net = train.compiled(name, params, total_steps=10 ** 6)
         ds = train._dataset(x, y, params.train)
         net.fit(ds, epochs=1, steps_per_epoch=warmup, verbose=0)
@@ -155,10 +156,11 @@ def main() -> None:
                     help="rounds; each round measures every model and implementation once, "
                          "so drifts in machine speed hit all alike; the median is reported")
     ap.add_argument("--no-torch", action="store_true")
-    ap.add_argument("--variants", nargs="*", default=[], choices=["fused", "xla", "bf16"],
-                    help="also measure: fused = every cell on pipeline.fused in the project's "
-                         "path; xla = the reference with jit_compile; bf16 = the reference "
-                         "with Keras' mixed_bfloat16 policy")
+    ap.add_argument("--variants", nargs="*", default=[], choices=["fp32", "fused", "xla", "bf16"],
+                    help="also measure: fp32 = the project's path with train.precision fp32; "
+                         "fused = every cell on pipeline.fused's TensorFlow ops (no C++ op) "
+                         "in the project's path; xla = the reference with jit_compile; bf16 = "
+                         "the reference with Keras' mixed_bfloat16 policy")
     ap.add_argument("--out", default="reports/bench-train")
     ap.add_argument("--measure", nargs=2, metavar=("IMPL", "MODEL"), help=argparse.SUPPRESS)
     ap.add_argument("--peak", help=argparse.SUPPRESS)
@@ -170,13 +172,16 @@ def main() -> None:
         print(json.dumps({"gflops": peak(args.peak)}))
         return
 
-    from pipeline import config, runtime
+    from pipeline import config, native, runtime, train
 
     params = config.load(ROOT / "params.yaml")
+    chosen = "native" if native.load() is not None else "TensorFlow ops"
+    bf16 = chosen == "native" and train.precision(params.train.precision, "native")
     names = args.models or list(params.models)
     me = Path(__file__).resolve()
     common = ["--steps", str(args.steps), "--warmup", str(args.warmup)]
     result = {"machine": runtime.machine(), "kernel": params.train.kernel,
+              "resolved": f"{chosen}, {'bf16' if bf16 else 'fp32'} recurrent products",
               "steps": args.steps, "warmup": args.warmup, "batch": 100, "repeats": args.repeats,
               "peak_gflops": {k: _child(str(me), "--peak", k)["gflops"]
                               for k in ("tensorflow", "numpy")}, "models": {}}
@@ -215,7 +220,8 @@ def write(result: dict, out: Path) -> None:
         f"Machine: **{m['cpu_model']}**, {m['cpu_count']} cores, ISA: {m['isa_flags']}; "
         f"TensorFlow {m['tensorflow']}, Python {m['python']}.",
         f"fp32 matmul peak (2048², all cores): TensorFlow {pk['tensorflow']:.0f} GFLOP/s, "
-        f"NumPy {pk['numpy']:.0f} GFLOP/s. Project kernel: `{result['kernel']}`.",
+        f"NumPy {pk['numpy']:.0f} GFLOP/s. Project kernel: `{result['kernel']}`"
+        + (f" ({result['resolved']})." if result.get("resolved") else "."),
         f"Steady state: {result['steps']} steps of batch {result['batch']} after "
         f"{result['warmup']} warm-up steps, timed to the end of the last step, each in a "
         "fresh process; median of "
@@ -235,10 +241,12 @@ def write(result: dict, out: Path) -> None:
             f"{_rate(r['project'])} | {ours / ref:.2f}x | {gf:.1f} | "
             f"{100 * gf / pk['tensorflow']:.0f}% | "
             + (f"{_rate(r['torch'])} | {ours / torch:.2f}x |" if torch else "- | - |"))
-    variants = [k for k in ("fused", "xla", "bf16") if any(k in r for r in result["models"].values())]
+    variants = [k for k in ("fp32", "fused", "xla", "bf16")
+                if any(k in r for r in result["models"].values())]
     if variants:
-        lines += ["", "Other paths tried (img/s, ratio to plain Keras): "
-                  "fused = every cell on pipeline.fused in the project's path; xla = plain "
+        lines += ["", "Other paths (img/s, ratio to plain Keras): fp32 = the project's path "
+                  "with `train.precision: fp32`; fused = the project's path on "
+                  "pipeline.fused's TensorFlow ops (no C++ op); xla = plain "
                   "Keras with `jit_compile=True`; bf16 = plain Keras, `mixed_bfloat16`.", "",
                   "| model | " + " | ".join(variants) + " |", "|---|" + "---|" * len(variants)]
         for name, r in result["models"].items():

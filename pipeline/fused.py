@@ -11,9 +11,10 @@ overhead per op, not the arithmetic, sets the speed. Here, per layer:
   weights' gradient over all steps is a single matrix product at the end
   instead of one small product per step.
 
-With ``native``, each layer's steps are instead one C++ op each way
-(``pipeline.native``), which removes the per-op cost as well; these TensorFlow
-ops stay the fallback where no compiler is found.
+With ``native``, each whole layer (input products, steps, weight gradients) is
+instead one C++ op each way (``pipeline.native``), which removes the per-op
+cost as well, and ``bf16`` rounds the products' inputs to bfloat16 there (sums
+stay fp32); these TensorFlow ops stay the fallback where no compiler is found.
 
 Same weights as the stock layers (names, shapes, initialisers, gate order, the
 LSTM's forget-gate bias of 1, the GRU's ``reset_after`` biases), so parameter
@@ -122,20 +123,20 @@ def _gru_core(xp, u, b_rec):  # xp (T, B, 3H) gates z, r, h; reset after the pro
     return out, grad
 
 
-def _native_core(kind: str, ops, bf16: bool):
+def _native_layer(kind: str, ops, bf16: bool):
     """The whole layer as one C++ op each way (``pipeline/native/fused_rnn.cc``),
-    batch-major: xp (B, T, G*H) -> hs (B, T, H); backward also gives dU and the
-    GRU's recurrent-bias gradient."""
+    batch-major: x (B, T, F) -> hs (B, T, H), the input products included;
+    backward gives every input's gradient."""
     @tf.custom_gradient
-    def core(xp, u, b_rec):
-        hs, saved = ops.fused_rnn_forward(xp, u, b_rec, cell=kind, bf16=bf16)
+    def layer(x, w, b, u, b_rec):
+        hs, saved = ops.fused_rnn_forward(x, w, b, u, b_rec, cell=kind, bf16=bf16)
 
         def grad(d_hs):
-            return tuple(ops.fused_rnn_backward(d_hs, hs, saved, u, cell=kind, bf16=bf16))
+            return tuple(ops.fused_rnn_backward(d_hs, x, w, hs, saved, u, cell=kind, bf16=bf16))
 
         return hs, grad
 
-    return core
+    return layer
 
 
 def _stacked_and_weight_grad(d_pre, hs, u):
@@ -186,7 +187,6 @@ class FusedRNN(keras.layers.Layer):
         steps, feats = x.shape[1], x.shape[2]
         width = self.kernel.shape[1]
         b_in = self.bias[0] if self.cell == "gru" else self.bias
-        xp = tf.matmul(tf.reshape(x, [-1, feats]), self.kernel) + b_in
         u = tf.convert_to_tensor(self.recurrent_kernel)  # read here: the cores take tensors
         ops = None
         if self.native:
@@ -196,8 +196,10 @@ class FusedRNN(keras.layers.Layer):
         if ops is not None:
             kind = self.activation if self.cell == "simple_rnn" else self.cell
             b_rec = tf.convert_to_tensor(self.bias)[1] if self.cell == "gru" else tf.zeros([0])
-            hs = _native_core(kind, ops, self.bf16)(tf.reshape(xp, [-1, steps, width]), u, b_rec)
+            hs = _native_layer(kind, ops, self.bf16)(
+                x, tf.convert_to_tensor(self.kernel), tf.convert_to_tensor(b_in), u, b_rec)
             return [hs, hs[:, -1]] if self.return_sequences else hs[:, -1]
+        xp = tf.matmul(tf.reshape(x, [-1, feats]), self.kernel) + b_in
         xp = tf.transpose(tf.reshape(xp, [-1, steps, width]), [1, 0, 2])  # time-major
         if self.cell == "lstm":
             hs = _lstm_core(xp, u)

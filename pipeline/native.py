@@ -14,11 +14,14 @@ one warning naming the reason, and ``train.kernel: auto`` falls back to
 why, for ``train.kernel: native``, which then stops.
 
 Cache: ``$PIPELINE_NATIVE_CACHE``, else ``$XDG_CACHE_HOME/rnn-pipeline/native``
-(``~/.cache/...``). ``CXX`` picks the compiler (default ``g++``).
+(``~/.cache/...``). ``CXX`` picks the compiler (default ``g++``) and
+``PIPELINE_NATIVE_MARCH`` the target (default ``native``; ``x86-64-v3`` builds
+what an AVX2-only CPU runs, as a test does).
 """
 
 from __future__ import annotations
 
+import ctypes
 import functools
 import hashlib
 import logging
@@ -49,7 +52,8 @@ def cache_dir() -> Path:
 def _command(cxx: str, source: Path, out: Path) -> list[str]:
     import tensorflow as tf
 
-    arch = ["-march=native"] if platform.machine() in ("x86_64", "AMD64") else ["-mcpu=native"]
+    target = os.environ.get("PIPELINE_NATIVE_MARCH", "native")
+    arch = [f"-march={target}" if platform.machine() in ("x86_64", "AMD64") else f"-mcpu={target}"]
     return [cxx, "-O3", *arch, "-shared", "-fPIC", "-w", "-DEIGEN_DONT_PARALLELIZE",
             *tf.sysconfig.get_compile_flags(), str(source), "-o", str(out),
             *tf.sysconfig.get_link_flags()]
@@ -106,11 +110,11 @@ def load():
 
 
 def bf16_supported() -> bool:
-    """Whether this CPU multiplies bfloat16 pairs (AVX512_BF16; Xeons with AMX have
-    it too): then ``-march=native`` builds the op's bf16 products."""
-    from pipeline import runtime
-
-    return platform.machine() in ("x86_64", "AMD64") and "avx512_bf16" in runtime._cpuinfo()[1]
+    """Whether the op was built with bfloat16 products: ``-march=native`` builds
+    them where the CPU has AVX512_BF16 (Xeons with AMX have it too)."""
+    if load() is None:
+        return False
+    return bool(ctypes.CDLL(str(build())).fused_rnn_has_bf16())
 
 
 def why_not() -> str:

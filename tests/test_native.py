@@ -51,3 +51,37 @@ def test_precision_auto_follows_the_cpu_and_bf16_elsewhere_is_refused(monkeypatc
     assert not train.precision("auto", "native")
     with pytest.raises(StageError, match="AVX512_BF16"):
         train.precision("bf16", "native")
+
+
+def test_an_avx2_build_computes_what_keras_computes(tmp_path):
+    """What an AVX2-only CPU builds (no bf16): same outputs and gradients as Keras."""
+    import platform
+    import subprocess
+    import sys
+
+    if platform.machine() not in ("x86_64", "AMD64") or native.load() is None:
+        pytest.skip("needs an x86 compiler")
+    check = (
+        "import numpy as np, keras, tensorflow as tf\n"
+        "from pipeline import config, model, native\n"
+        "assert not native.bf16_supported(), 'an AVX2 build has no bf16'\n"
+        "cfg = config.load().models['lstm']\n"
+        "x = np.random.default_rng(0).integers(0, 256, (4, 28, 28)).astype('float32')\n"
+        "stock, ours = model.build(cfg, kernel='keras'), model.build(cfg, kernel='native')\n"
+        "ours.set_weights(stock.get_weights())\n"
+        "def run(net):\n"
+        "    with tf.GradientTape() as tape:\n"
+        "        out = net(x)\n"
+        "        loss = tf.reduce_sum(out * out)\n"
+        "    return out.numpy(), tape.gradient(loss, net.trainable_variables)\n"
+        "(a, ga), (b, gb) = run(stock), run(ours)\n"
+        "np.testing.assert_allclose(b, a, atol=1e-5)\n"
+        "for u, v in zip(ga, gb):\n"
+        "    np.testing.assert_allclose(v.numpy(), u.numpy(), atol=1e-4 * max(1, abs(u.numpy()).max()))\n"
+        "print('ok')\n")
+    env = {**os.environ, "PIPELINE_NATIVE_MARCH": "x86-64-v3",
+           "PIPELINE_NATIVE_CACHE": str(tmp_path), "TF_CPP_MIN_LOG_LEVEL": "2"}
+    done = subprocess.run([sys.executable, "-c", check], env=env, capture_output=True,
+                          text=True, cwd=Path(__file__).parent.parent)
+    assert done.returncode == 0 and "ok" in done.stdout, done.stderr[-2000:]
+    assert [p.suffix for p in tmp_path.iterdir()] == [".so"]  # built there, for AVX2

@@ -2,16 +2,17 @@
 //
 // Why: TensorFlow runs a recurrent step as a dozen small ops, and at 100 units
 // the cost of dispatching an op, not its arithmetic, sets the training speed.
-// Here a whole layer's 28 steps are one op each way: per step one matrix
-// product (product.h: Eigen in fp32, or bfloat16 pairs with `bf16`, on the
-// calling thread) and one pass of element-wise maths, always in fp32.
+// Here a whole layer is one op each way: the input product of all steps at
+// once, then per step one recurrent product and one pass of element-wise maths
+// (always fp32); backward also the weights' gradients. Products: product.h,
+// Eigen in fp32 or bfloat16 pairs with `bf16`, on the calling thread.
 // Single-threaded and in a fixed order, so results are deterministic; the
 // parts of a batch (pipeline/side_by_side.py) run these ops side by side.
 //
-// Layout: batch-major as Keras' (B, T, features), row-major, so no transposes:
-// xp (B, T, G*H) holds the input projections x @ W + b of every step; u (H, G*H)
-// is the recurrent kernel in Keras' gate order (LSTM i, f, c, o; GRU z, r, h
-// with the reset after the product, its recurrent bias b_rec (G*H)).
+// Layout: batch-major as Keras' (B, T, features), row-major, so no transposes.
+// x (B, T, F); w (F, G*H), b (G*H) the input kernel and bias; u (H, G*H) the
+// recurrent kernel, all in Keras' gate order (LSTM i, f, c, o; GRU z, r, h with
+// the reset after the product and its recurrent bias b_rec (G*H)).
 #include <cmath>
 #include <string>
 
@@ -56,7 +57,9 @@ inline void Tanh(const float* in, float* out, int n) {
 }  // namespace
 
 REGISTER_OP("FusedRnnForward")
-    .Input("xp: float")
+    .Input("x: float")
+    .Input("w: float")
+    .Input("b: float")
     .Input("u: float")
     .Input("b_rec: float")
     .Attr("cell: {'relu', 'tanh', 'lstm', 'gru'}")
@@ -67,7 +70,7 @@ REGISTER_OP("FusedRnnForward")
       auto xp = c->input(0);
       std::string cell;
       TF_RETURN_IF_ERROR(c->GetAttr("cell", &cell));
-      auto units = c->Dim(c->input(1), 0);
+      auto units = c->Dim(c->input(3), 0);
       c->set_output(0, c->MakeShape({c->Dim(xp, 0), c->Dim(xp, 1), units}));
       shape_inference::DimensionHandle width;
       TF_RETURN_IF_ERROR(c->Multiply(units, Saved(ParseCell(cell)), &width));
@@ -77,23 +80,28 @@ REGISTER_OP("FusedRnnForward")
 
 REGISTER_OP("FusedRnnBackward")
     .Input("d_hs: float")
+    .Input("x: float")
+    .Input("w: float")
     .Input("hs: float")
     .Input("saved: float")
     .Input("u: float")
     .Attr("cell: {'relu', 'tanh', 'lstm', 'gru'}")
     .Attr("bf16: bool = false")
-    .Output("d_xp: float")
+    .Output("d_x: float")
+    .Output("d_w: float")
+    .Output("d_b: float")
     .Output("d_u: float")
     .Output("d_b_rec: float")
     .SetShapeFn([](shape_inference::InferenceContext* c) {
-      auto hs = c->input(1);
-      auto u = c->input(3);
+      auto u = c->input(5);
       std::string cell;
       TF_RETURN_IF_ERROR(c->GetAttr("cell", &cell));
-      c->set_output(0, c->MakeShape({c->Dim(hs, 0), c->Dim(hs, 1), c->Dim(u, 1)}));
-      c->set_output(1, u);
-      if (ParseCell(cell) == kGru) c->set_output(2, c->MakeShape({c->Dim(u, 1)}));
-      else c->set_output(2, c->MakeShape({0}));
+      c->set_output(0, c->input(1));
+      c->set_output(1, c->input(2));
+      c->set_output(2, c->MakeShape({c->Dim(u, 1)}));
+      c->set_output(3, u);
+      if (ParseCell(cell) == kGru) c->set_output(4, c->MakeShape({c->Dim(u, 1)}));
+      else c->set_output(4, c->MakeShape({0}));
       return OkStatus();
     });
 
@@ -109,22 +117,31 @@ class FusedRnnForwardOp : public OpKernel {
   }
 
   void Compute(OpKernelContext* ctx) override {
-    const Tensor& xp_t = ctx->input(0);
-    const Tensor& u_t = ctx->input(1);
-    const Tensor& b_t = ctx->input(2);
-    OP_REQUIRES(ctx, xp_t.dims() == 3 && u_t.dims() == 2,
-                errors::InvalidArgument("FusedRnnForward: xp must be (B, T, G*H), u (H, G*H)"));
-    const int B = xp_t.dim_size(0), T = xp_t.dim_size(1), GH = xp_t.dim_size(2);
-    const int H = u_t.dim_size(0), S = Saved(cell_) * H;
-    OP_REQUIRES(ctx, u_t.dim_size(1) == GH && GH == Gates(cell_) * H,
-                errors::InvalidArgument("FusedRnnForward: xp, u and cell disagree on the width"));
+    const Tensor& x_t = ctx->input(0);
+    const Tensor& w_t = ctx->input(1);
+    const Tensor& bias_t = ctx->input(2);
+    const Tensor& u_t = ctx->input(3);
+    const Tensor& b_t = ctx->input(4);
+    OP_REQUIRES(ctx, x_t.dims() == 3 && w_t.dims() == 2 && u_t.dims() == 2,
+                errors::InvalidArgument("FusedRnnForward: x must be (B, T, F), w (F, G*H), u (H, G*H)"));
+    const int B = x_t.dim_size(0), T = x_t.dim_size(1), F = x_t.dim_size(2);
+    const int GH = u_t.dim_size(1), H = u_t.dim_size(0), S = Saved(cell_) * H;
+    OP_REQUIRES(ctx, w_t.dim_size(0) == F && w_t.dim_size(1) == GH && GH == Gates(cell_) * H &&
+                         bias_t.NumElements() == GH,
+                errors::InvalidArgument("FusedRnnForward: x, w, b, u and cell disagree on a width"));
     OP_REQUIRES(ctx, cell_ != kGru || b_t.NumElements() == GH,
                 errors::InvalidArgument("FusedRnnForward: the GRU needs its recurrent bias"));
     Tensor* hs_t = nullptr;
     Tensor* saved_t = nullptr;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, TensorShape({B, T, H}), &hs_t));
     OP_REQUIRES_OK(ctx, ctx->allocate_output(1, TensorShape({T, B, S}), &saved_t));
-    const float* xp = xp_t.flat<float>().data();
+    // Input products of every step at once: row b * T + t of xp is x[b, t] @ w + b.
+    rnn::Product input(w_t.flat<float>().data(), F, GH, /*transposed=*/false, bf16_);
+    const int ldx = input.padded_n();
+    Mat xp_buf(B * T, ldx);
+    input.Run(x_t.flat<float>().data(), F, B * T, xp_buf.data(), ldx, false);
+    xp_buf.leftCols(GH).rowwise() += Eigen::Map<const Eigen::RowVectorXf>(bias_t.flat<float>().data(), GH);
+    const float* xp = xp_buf.data();
     const float* brec = b_t.flat<float>().data();
     float* hs = hs_t->flat<float>().data();
     float* saved = saved_t->flat<float>().data();  // time-major: read back step by step
@@ -133,20 +150,20 @@ class FusedRnnForwardOp : public OpKernel {
     Mat zbuf(B, ldz);
     float* z = zbuf.data();
     for (int t = 0; t < T; ++t) {
-      // row b of step t: xp + (b * T + t) * GH, hs + (b * T + t) * H
+      // row b of step t: xp + (b * T + t) * ldx, hs + (b * T + t) * H
       const float* hp = hs + (size_t)(t - 1) * H;
       if (cell_ == kGru) {  // z holds the recurrent part alone: r multiplies it
         if (t) rec.Run(hp, T * H, B, z, ldz, false); else zbuf.setZero();
         for (int b = 0; b < B; ++b) MapA(z + (size_t)b * ldz, GH) += CMapA(brec, GH);
       } else {
         for (int b = 0; b < B; ++b)
-          MapA(z + (size_t)b * ldz, GH) = CMapA(xp + ((size_t)b * T + t) * GH, GH);
+          MapA(z + (size_t)b * ldz, GH) = CMapA(xp + ((size_t)b * T + t) * ldx, GH);
         if (t) rec.Run(hp, T * H, B, z, ldz, true);
       }
       for (int b = 0; b < B; ++b) {
         float* zr = z + (size_t)b * ldz;
         float* hr = hs + ((size_t)b * T + t) * H;
-        const float* xr = xp + ((size_t)b * T + t) * GH;
+        const float* xr = xp + ((size_t)b * T + t) * ldx;
         const float* hpr = t ? hr - H : nullptr;
         float* s = saved + ((size_t)t * B + b) * S;
         if (cell_ == kRelu) {
@@ -192,25 +209,32 @@ class FusedRnnBackwardOp : public OpKernel {
 
   void Compute(OpKernelContext* ctx) override {
     const Tensor& dhs_t = ctx->input(0);
-    const Tensor& hs_t = ctx->input(1);
-    const Tensor& saved_t = ctx->input(2);
-    const Tensor& u_t = ctx->input(3);
+    const Tensor& x_t = ctx->input(1);
+    const Tensor& w_t = ctx->input(2);
+    const Tensor& hs_t = ctx->input(3);
+    const Tensor& saved_t = ctx->input(4);
+    const Tensor& u_t = ctx->input(5);
     const int B = hs_t.dim_size(0), T = hs_t.dim_size(1), H = hs_t.dim_size(2);
-    const int GH = u_t.dim_size(1), S = Saved(cell_) * H;
-    OP_REQUIRES(ctx, dhs_t.shape() == hs_t.shape() && GH == Gates(cell_) * H,
+    const int F = x_t.dim_size(2), GH = u_t.dim_size(1), S = Saved(cell_) * H;
+    OP_REQUIRES(ctx, dhs_t.shape() == hs_t.shape() && GH == Gates(cell_) * H &&
+                         x_t.dim_size(0) == B && x_t.dim_size(1) == T && w_t.dim_size(0) == F,
                 errors::InvalidArgument("FusedRnnBackward: shapes disagree"));
-    Tensor *dx_t = nullptr, *du_t = nullptr, *db_t = nullptr;
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, TensorShape({B, T, GH}), &dx_t));
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(1, u_t.shape(), &du_t));
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(2, TensorShape({cell_ == kGru ? GH : 0}), &db_t));
+    Tensor *dxin_t = nullptr, *dw_t = nullptr, *dbias_t = nullptr, *du_t = nullptr, *db_t = nullptr;
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, x_t.shape(), &dxin_t));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(1, w_t.shape(), &dw_t));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(2, TensorShape({GH}), &dbias_t));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(3, u_t.shape(), &du_t));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(4, TensorShape({cell_ == kGru ? GH : 0}), &db_t));
     const float* dhs = dhs_t.flat<float>().data();
     const float* hs = hs_t.flat<float>().data();
     const float* saved = saved_t.flat<float>().data();
-    float* dx = dx_t->flat<float>().data();
+    Mat dxp(B * T, GH);  // d of the input products, row b * T + t
+    float* dx = dxp.data();
     rnn::Product back(u_t.flat<float>().data(), GH, H, /*transposed=*/true, bf16_);  // U^T
     const int ldh = back.padded_n();
-    MapM dU(du_t->flat<float>().data(), H, GH);
-    dU.setZero();
+    rnn::AccumulateAtB grad_u(bf16_);
+    const int ldu = bf16_ ? (GH + 15) / 16 * 16 : GH;
+    Mat dU = Mat::Zero(H, ldu);       // sum over steps of h_{t-1}^T dz_t
     Eigen::RowVectorXf db = Eigen::RowVectorXf::Zero(GH);
     Mat dz(B, GH);                    // d of what multiplies U at this step
     Mat dh_next = Mat::Zero(B, ldh);  // from the step after: dz @ U^T (+ dh * z, GRU)
@@ -254,18 +278,33 @@ class FusedRnnBackwardOp : public OpKernel {
       if (cell_ != kGru) SMapM(dx + (size_t)t * GH, B, GH, Strided((size_t)T * GH)) = dz;
       else db += dz.colwise().sum();
       if (t) {
-        CSMapM hp(hs + (size_t)(t - 1) * H, B, H, Strided((size_t)T * H));
-        dU.noalias() += hp.transpose() * dz;
+        grad_u.Run(hs + (size_t)(t - 1) * H, T * H, B, H, dz.data(), GH, dU.data(), ldu);
         back.Run(dz.data(), GH, B, dh_next.data(), ldh, /*accumulate=*/cell_ == kGru);
       }
     }
+    MapM(du_t->flat<float>().data(), H, GH) = dU.leftCols(GH);
     if (cell_ == kGru) std::copy(db.data(), db.data() + GH, db_t->flat<float>().data());
+    // The input products' gradients over all steps at once.
+    Eigen::Map<Eigen::RowVectorXf>(dbias_t->flat<float>().data(), GH) = dxp.colwise().sum();
+    rnn::Product back_in(w_t.flat<float>().data(), GH, F, /*transposed=*/true, bf16_);  // w^T
+    const int ldf = back_in.padded_n();
+    Mat dx_in(B * T, ldf);
+    back_in.Run(dx, GH, B * T, dx_in.data(), ldf, false);
+    MapM(dxin_t->flat<float>().data(), B * T, F) = dx_in.leftCols(F);
+    rnn::AccumulateAtB grad_w(bf16_);
+    const int ldw = bf16_ ? ldu : GH;
+    Mat dW = Mat::Zero(F, ldw);
+    grad_w.Run(x_t.flat<float>().data(), F, B * T, F, dx, GH, dW.data(), ldw);
+    MapM(dw_t->flat<float>().data(), F, GH) = dW.leftCols(GH);
   }
 
  private:
   Cell cell_;
   bool bf16_;
 };
+
+// Whether this build multiplies in bfloat16 (pipeline/native.py asks through ctypes).
+extern "C" int fused_rnn_has_bf16() { return RNN_HAVE_BF16; }
 
 REGISTER_KERNEL_BUILDER(Name("FusedRnnForward").Device(DEVICE_CPU), FusedRnnForwardOp);
 REGISTER_KERNEL_BUILDER(Name("FusedRnnBackward").Device(DEVICE_CPU), FusedRnnBackwardOp);

@@ -1,17 +1,17 @@
-// C (M x N) = or += A (M x K) @ W, for a W that stays the same for a whole op call.
+// The recurrent layers' matrix products, in fp32 (Eigen) or bfloat16 pairs.
 //
-// Why a class: the recurrent products of a layer all multiply by the same
-// recurrent kernel (or its transpose), so its preparation is paid once per
-// call, not once per time step. fp32 runs Eigen's product. bf16 (CPUs with
-// AVX512_BF16) packs W once into bfloat16 pairs and multiplies with
-// VDPBF16PS, which does twice the multiply-adds of an fp32 FMA per instruction;
-// A is rounded to bfloat16 per call and every sum is accumulated in fp32.
-// Rounding is to nearest even, and the order of the sums is fixed: deterministic.
+// Why: the products of one layer all multiply by the same recurrent kernel (or
+// its transpose), so `Product` prepares it once per op call, not once per time
+// step. fp32 runs Eigen's product. bf16 (CPUs with AVX512_BF16) packs W into
+// bfloat16 pairs and multiplies with VDPBF16PS, which does twice the
+// multiply-adds of an fp32 FMA per instruction; the other operand is rounded to
+// bfloat16 per call and every sum is accumulated in fp32. Rounding is to nearest
+// even and the order of the sums is fixed, so results are deterministic.
+// `AccumulateAtB` is the weight gradient's C += A^T @ B, both operands new per call.
 #pragma once
 
 #include <algorithm>
 #include <cstdint>
-#include <cstring>
 #include <vector>
 
 #include "Eigen/Core"
@@ -28,13 +28,127 @@ namespace rnn {
 using Mat = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
 using Strided = Eigen::OuterStride<>;
 
+#if RNN_HAVE_BF16
+namespace bf16 {
+
+inline __mmask16 Mask(int n) { return n >= 16 ? 0xffff : (__mmask16)((1u << std::max(n, 0)) - 1); }
+
+// 16 pairs (r0[j], r1[j]) of bfloat16 from two rows of n <= 16 floats (r1 may be null).
+inline __m512i Interleave(const float* r0, const float* r1, int n) {
+  const __m512 lo = _mm512_maskz_loadu_ps(Mask(n), r0);
+  const __m512 hi = r1 ? _mm512_maskz_loadu_ps(Mask(n), r1) : _mm512_setzero_ps();
+  const __m512i both = (__m512i)_mm512_cvtne2ps_pbh(hi, lo);  // lo in 0-15, hi in 16-31
+  const __m512i order = _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9,
+                                         24, 8, 23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1,
+                                         16, 0);
+  return _mm512_permutexvar_epi16(order, both);
+}
+
+// W (K x N, rows ldw apart) as [16-column block][row pair][16]: what Tile reads.
+inline void PackPairs(const float* w, int ldw, int K, int N, std::vector<uint32_t>& out) {
+  const int kp = (K + 1) / 2, nb = (N + 15) / 16;
+  out.resize((size_t)nb * kp * 16);
+  for (int b = 0; b < nb; ++b)
+    for (int p = 0; p < kp; ++p) {
+      const float* r0 = w + (size_t)(2 * p) * ldw + b * 16;
+      _mm512_storeu_si512(out.data() + ((size_t)b * kp + p) * 16,
+                          Interleave(r0, 2 * p + 1 < K ? r0 + ldw : nullptr, N - b * 16));
+    }
+}
+
+// A (M x K, rows lda apart) as pairs, row-major: a[m * kp + p] = (A[m, 2p], A[m, 2p+1]).
+inline void RowPairs(const float* a, int lda, int M, int K, std::vector<uint32_t>& out) {
+  const int kp = (K + 1) / 2;
+  out.resize((size_t)M * kp + 16);
+  for (int m = 0; m < M; ++m) {
+    const float* row = a + (size_t)m * lda;
+    for (int k = 0; k < K; k += 32) {
+      const int n = K - k;
+      const __m512 lo = _mm512_maskz_loadu_ps(Mask(n), row + k);
+      const __m512 hi = _mm512_maskz_loadu_ps(Mask(n - 16), row + k + 16);
+      _mm512_mask_storeu_epi32(out.data() + (size_t)m * kp + k / 2, Mask((n + 1) / 2),
+                               (__m512i)_mm512_cvtne2ps_pbh(hi, lo));
+    }
+  }
+}
+
+// A^T's pairs for A (K x M, rows lda apart), pair-major: a[p * mp + m] = (A[2p, m], A[2p+1, m]).
+inline void ColumnPairs(const float* a, int lda, int K, int M, int mp, std::vector<uint32_t>& out) {
+  const int kp = (K + 1) / 2;
+  out.resize((size_t)kp * mp);
+  for (int p = 0; p < kp; ++p)
+    for (int m = 0; m < M; m += 16) {
+      const float* r0 = a + (size_t)(2 * p) * lda + m;
+      _mm512_storeu_si512(out.data() + (size_t)p * mp + m,
+                          Interleave(r0, 2 * p + 1 < K ? r0 + lda : nullptr, M - m));
+    }
+}
+
+// MR rows of C times NV blocks of 16 columns from block b0; pair p of row r of A
+// at a[r * rs + p * ps]. Compile-time sizes keep the accumulators in registers.
+template <int MR, int NV>
+void Tile(const uint32_t* a, size_t rs, size_t ps, const uint32_t* w, int kp, int b0, float* c,
+          int ldc, bool accumulate) {
+  __m512 acc[MR][NV];
+  for (int r = 0; r < MR; ++r)
+    for (int v = 0; v < NV; ++v)
+      acc[r][v] = accumulate ? _mm512_loadu_ps(c + (size_t)r * ldc + (b0 + v) * 16)
+                             : _mm512_setzero_ps();
+  w += (size_t)b0 * kp * 16;
+  for (int p = 0; p < kp; ++p) {
+    __m512bh wv[NV];
+    for (int v = 0; v < NV; ++v)
+      wv[v] = (__m512bh)_mm512_loadu_si512(w + ((size_t)v * kp + p) * 16);
+    for (int r = 0; r < MR; ++r) {
+      const __m512bh av = (__m512bh)_mm512_set1_epi32(a[r * rs + p * ps]);
+      for (int v = 0; v < NV; ++v) acc[r][v] = _mm512_dpbf16_ps(acc[r][v], av, wv[v]);
+    }
+  }
+  for (int r = 0; r < MR; ++r)
+    for (int v = 0; v < NV; ++v) _mm512_storeu_ps(c + (size_t)r * ldc + (b0 + v) * 16, acc[r][v]);
+}
+
+template <int NV>
+void Columns(const uint32_t* a, size_t rs, size_t ps, int M, const uint32_t* w, int kp, int b,
+             float* c, int ldc, bool accumulate) {
+  int m = 0;
+  for (; m + 4 <= M; m += 4)
+    Tile<4, NV>(a + m * rs, rs, ps, w, kp, b, c + (size_t)m * ldc, ldc, accumulate);
+  for (; m < M; ++m) Tile<1, NV>(a + m * rs, rs, ps, w, kp, b, c + (size_t)m * ldc, ldc, accumulate);
+}
+
+// C (M x 16*nb, ldc) = or += A @ W from pairs (see Tile for rs, ps) and packed W.
+inline void Multiply(const uint32_t* a, size_t rs, size_t ps, int M, const uint32_t* w, int kp,
+                     int nb, float* c, int ldc, bool accumulate) {
+  for (int b = 0; b < nb; b += 5) {
+    switch (std::min(5, nb - b)) {
+      case 5: Columns<5>(a, rs, ps, M, w, kp, b, c, ldc, accumulate); break;
+      case 4: Columns<4>(a, rs, ps, M, w, kp, b, c, ldc, accumulate); break;
+      case 3: Columns<3>(a, rs, ps, M, w, kp, b, c, ldc, accumulate); break;
+      case 2: Columns<2>(a, rs, ps, M, w, kp, b, c, ldc, accumulate); break;
+      default: Columns<1>(a, rs, ps, M, w, kp, b, c, ldc, accumulate);
+    }
+  }
+}
+
+}  // namespace bf16
+#endif
+
+// C (M x N) = or += A (M x K) @ W for one W per op call.
 class Product {
  public:
   // w: K x N row-major, or N x K when `transposed` (then W = w^T).
   Product(const float* w, int K, int N, bool transposed, bool bf16)
       : w_(w), K_(K), N_(N), transposed_(transposed), bf16_(bf16) {
 #if RNN_HAVE_BF16
-    if (bf16_) Pack();
+    if (bf16_) {
+      if (transposed_) {  // pack rows of W = columns of w: transpose once first
+        Mat t = Eigen::Map<const Mat>(w_, N_, K_).transpose();
+        bf16::PackPairs(t.data(), N_, K_, N_, packed_);
+      } else {
+        bf16::PackPairs(w_, N_, K_, N_, packed_);
+      }
+    }
 #endif
   }
 
@@ -44,7 +158,12 @@ class Product {
 
   void Run(const float* a, int lda, int M, float* c, int ldc, bool accumulate) {
 #if RNN_HAVE_BF16
-    if (bf16_) return RunBf16(a, lda, M, c, ldc, accumulate);
+    if (bf16_) {
+      bf16::RowPairs(a, lda, M, K_, a_);
+      const int kp = (K_ + 1) / 2;
+      return bf16::Multiply(a_.data(), kp, 1, M, packed_.data(), kp, (N_ + 15) / 16, c, ldc,
+                            accumulate);
+    }
 #endif
     Eigen::Map<const Mat, 0, Strided> A(a, M, K_, Strided(lda));
     Eigen::Map<Mat, 0, Strided> C(c, M, N_, Strided(ldc));
@@ -61,98 +180,33 @@ class Product {
   const float* w_;
   int K_, N_;
   bool transposed_, bf16_;
+  std::vector<uint32_t> packed_, a_;
+};
+
+// C (M x N, ldc) += A^T @ B for A (K x M, rows lda apart) and B (K x N, contiguous),
+// both new at every call (the recurrent kernel's gradient, one step at a time).
+// With bf16, ldc must be at least N rounded up to 16.
+class AccumulateAtB {
+ public:
+  explicit AccumulateAtB(bool bf16) : bf16_(bf16) {}
+
+  void Run(const float* a, int lda, int K, int M, const float* b, int N, float* c, int ldc) {
 #if RNN_HAVE_BF16
-  int kp_ = 0, nb_ = 0;          // pairs of rows of W, blocks of 16 columns
-  std::vector<uint32_t> packed_;  // [block][pair][16 columns]: (W[2p, n], W[2p+1, n])
-  std::vector<uint32_t> a_;       // A in bfloat16 pairs, one row per row of A
-
-  static uint16_t Round(float x) {
-    uint32_t u;
-    std::memcpy(&u, &x, 4);
-    u += 0x7fff + ((u >> 16) & 1);  // to nearest even, as VCVTNE2PS2BF16
-    return static_cast<uint16_t>(u >> 16);
-  }
-  float W(int k, int n) const {
-    return transposed_ ? w_[(size_t)n * K_ + k] : w_[(size_t)k * N_ + n];
-  }
-
-  void Pack() {
-    kp_ = (K_ + 1) / 2;
-    nb_ = (N_ + 15) / 16;
-    packed_.assign((size_t)nb_ * kp_ * 16, 0);
-    for (int b = 0; b < nb_; ++b)
-      for (int p = 0; p < kp_; ++p)
-        for (int j = 0; j < 16; ++j) {
-          const int n = b * 16 + j;
-          if (n >= N_) continue;
-          const uint32_t lo = Round(W(2 * p, n));
-          const uint32_t hi = 2 * p + 1 < K_ ? Round(W(2 * p + 1, n)) : 0;
-          packed_[((size_t)b * kp_ + p) * 16 + j] = lo | (hi << 16);
-        }
-  }
-
-  void ToPairs(const float* a, int lda, int M) {
-    a_.resize((size_t)M * kp_);
-    for (int m = 0; m < M; ++m) {
-      const float* row = a + (size_t)m * lda;
-      uint32_t* out = a_.data() + (size_t)m * kp_;
-      for (int k = 0; k < K_; k += 32) {
-        const int n = K_ - k;
-        const __mmask16 m0 = n >= 16 ? 0xffff : (__mmask16)((1u << n) - 1);
-        const __mmask16 m1 = n >= 32 ? 0xffff : n > 16 ? (__mmask16)((1u << (n - 16)) - 1) : 0;
-        const __m512 lo = _mm512_maskz_loadu_ps(m0, row + k);
-        const __m512 hi = _mm512_maskz_loadu_ps(m1, row + k + 16);
-        const __m512i v = (__m512i)_mm512_cvtne2ps_pbh(hi, lo);
-        const int pairs = std::min(16, (n + 1) / 2);
-        _mm512_mask_storeu_epi32(out + k / 2, pairs >= 16 ? 0xffff : (__mmask16)((1u << pairs) - 1), v);
-      }
+    if (bf16_) {
+      const int kp = (K + 1) / 2, mp = (M + 15) / 16 * 16;
+      bf16::ColumnPairs(a, lda, K, M, mp, a_);
+      bf16::PackPairs(b, N, K, N, packed_);
+      return bf16::Multiply(a_.data(), 1, mp, M, packed_.data(), kp, (N + 15) / 16, c, ldc, true);
     }
-  }
-
-  // MR rows of C times NV (<= 5) blocks of 16 columns from block b0; compile-time
-  // sizes keep the MR x NV accumulators in registers.
-  template <int MR, int NV>
-  void Tile(const uint32_t* a, int b0, float* c, int ldc, bool accumulate) const {
-    __m512 acc[MR][NV];
-    for (int r = 0; r < MR; ++r)
-      for (int v = 0; v < NV; ++v)
-        acc[r][v] = accumulate ? _mm512_loadu_ps(c + (size_t)r * ldc + (b0 + v) * 16)
-                               : _mm512_setzero_ps();
-    const uint32_t* w = packed_.data() + (size_t)b0 * kp_ * 16;
-    for (int p = 0; p < kp_; ++p) {
-      __m512bh wv[NV];
-      for (int v = 0; v < NV; ++v)
-        wv[v] = (__m512bh)_mm512_loadu_si512(w + ((size_t)v * kp_ + p) * 16);
-      for (int r = 0; r < MR; ++r) {
-        const __m512bh av = (__m512bh)_mm512_set1_epi32(a[(size_t)r * kp_ + p]);
-        for (int v = 0; v < NV; ++v) acc[r][v] = _mm512_dpbf16_ps(acc[r][v], av, wv[v]);
-      }
-    }
-    for (int r = 0; r < MR; ++r)
-      for (int v = 0; v < NV; ++v) _mm512_storeu_ps(c + (size_t)r * ldc + (b0 + v) * 16, acc[r][v]);
-  }
-
-  template <int NV>
-  void Columns(int M, int b, float* c, int ldc, bool accumulate) const {
-    int m = 0;
-    for (; m + 4 <= M; m += 4)
-      Tile<4, NV>(a_.data() + (size_t)m * kp_, b, c + (size_t)m * ldc, ldc, accumulate);
-    for (; m < M; ++m) Tile<1, NV>(a_.data() + (size_t)m * kp_, b, c + (size_t)m * ldc, ldc, accumulate);
-  }
-
-  void RunBf16(const float* a, int lda, int M, float* c, int ldc, bool accumulate) {
-    ToPairs(a, lda, M);
-    for (int b = 0; b < nb_; b += 5) {
-      switch (std::min(5, nb_ - b)) {
-        case 5: Columns<5>(M, b, c, ldc, accumulate); break;
-        case 4: Columns<4>(M, b, c, ldc, accumulate); break;
-        case 3: Columns<3>(M, b, c, ldc, accumulate); break;
-        case 2: Columns<2>(M, b, c, ldc, accumulate); break;
-        default: Columns<1>(M, b, c, ldc, accumulate);
-      }
-    }
-  }
 #endif
+    Eigen::Map<const Mat, 0, Strided> A(a, K, M, Strided(lda));
+    Eigen::Map<Mat, 0, Strided> C(c, M, N, Strided(ldc));
+    C.noalias() += A.transpose() * Eigen::Map<const Mat>(b, K, N);
+  }
+
+ private:
+  bool bf16_;
+  std::vector<uint32_t> packed_, a_;
 };
 
 }  // namespace rnn
