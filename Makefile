@@ -38,8 +38,8 @@ TUTORIAL_PARAMS := -S train.learning_rate=0.001 -S train.lr_schedule=constant \
 # Local Airflow (docs/airflow.md): its SQLite DB, logs and generated admin password
 # live in .airflow/; the DAG folder is this checkout's dags/. TRAINING_SLOTS is the
 # size of the `training` pool: how many models train at once. Each training uses
-# two cores (a one-directional model runs its batches in two parts, train.batch_parts;
-# the BiLSTM its two stacks), so on a 2-core machine two trainings share them.
+# two cores (its batches run in two parts, train.batch_parts), so on a 2-core
+# machine two trainings share them.
 AIRFLOW_ENV    := AIRFLOW_HOME=$(abspath .airflow) AIRFLOW__CORE__DAGS_FOLDER=$(abspath dags) \
                   AIRFLOW__CORE__LOAD_EXAMPLES=False
 TRAINING_SLOTS ?= 2

@@ -6,7 +6,7 @@ TerminateOnNaN reads every step's loss, so Keras must wait for each step's resul
 before it queues the next one. ``pipeline/train.py`` used to replace it with a
 once-per-check test because it seemed to cost a tenth of the step time; that was
 tf.data's autotune wait. This measures the callback alone: the project's path
-(``train.compiled``, ``train._dataset``, random pixels), one process, a warm-up fit,
+(``train.compiled``, ``inputs.training``, random pixels), one process, a warm-up fit,
 then ROUNDS pairs of STEPS-step fits, whole ``fit`` timed (no per-step hook of ours).
 """
 
@@ -24,7 +24,7 @@ def main() -> None:
     import keras
     import numpy as np
 
-    from pipeline import config, runtime, train
+    from pipeline import config, inputs, runtime, train
 
     name, steps, rounds = (sys.argv[1:] + ["lstm", "150", "3"][len(sys.argv) - 1:])[:3]
     steps, rounds = int(steps), int(rounds)
@@ -32,7 +32,7 @@ def main() -> None:
     net = train.compiled(name, params, total_steps=10 ** 6)
     rng = np.random.default_rng(0)
     x = rng.integers(0, 256, ((steps + 30) * 100, 28, 28), dtype="uint8")
-    ds = train._dataset(x, rng.integers(0, 10, len(x)), params.train)
+    ds = inputs.training(x, rng.integers(0, 10, len(x)), params.train)
     m = runtime.machine()
     print(f"{name}, {steps} steps of batch {params.train.batch_size}: {m['cpu_model']}, "
           f"{m['cpu_count']} cores, {m['kernels']}, TensorFlow {m['tensorflow']}")

@@ -3,7 +3,7 @@
 Usage: python bench/fit_phases.py [MODEL] [STEPS] [REPEATS]   (default lstm 150 6)
 
 Runs REPEATS fits of STEPS steps (the project's path, ``train.compiled`` and
-``train._dataset``, random pixels) in one process after a warm-up fit and prints
+``inputs.training``, random pixels) in one process after a warm-up fit and prints
 each phase. This is how the wait for tf.data's autotune thread at the end of a
 ``fit`` was found (README, Training speed); with the wait back, some fits end
 exactly 10.23 s after they began, whatever the model.
@@ -23,7 +23,7 @@ def main() -> None:
     import keras
     import numpy as np
 
-    from pipeline import config, runtime, train
+    from pipeline import config, inputs, runtime, train
 
     name, steps, reps = (sys.argv[1:] + ["lstm", "150", "6"][len(sys.argv) - 1:])[:3]
     steps, reps = int(steps), int(reps)
@@ -31,7 +31,7 @@ def main() -> None:
     net = train.compiled(name, params, total_steps=10 ** 6)
     rng = np.random.default_rng(0)
     x = rng.integers(0, 256, ((steps + 30) * 100, 28, 28), dtype="uint8")
-    ds = train._dataset(x, rng.integers(0, 10, len(x)), params.train)
+    ds = inputs.training(x, rng.integers(0, 10, len(x)), params.train)
     t: dict = {}
 
     class Phases(keras.callbacks.Callback):

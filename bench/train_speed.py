@@ -68,7 +68,7 @@ def measure_tf(impl: str, name: str, steps: int, warmup: int) -> dict:
     """One measurement in this process: images/s of ``impl`` training ``name``."""
     import keras
 
-    from pipeline import config, model, train
+    from pipeline import config, inputs, model, train
 
     params = config.load(ROOT / "params.yaml")
     x, y, source = _data((steps + warmup) * 100)
@@ -98,7 +98,7 @@ def measure_tf(impl: str, name: str, steps: int, warmup: int) -> dict:
             params = dataclasses.replace(
                 params, train=dataclasses.replace(params.train, **changed))
         net = train.compiled(name, params, total_steps=10 ** 6)
-        ds = train._dataset(x, y, params.train)
+        ds = inputs.training(x, y, params.train)
         net.fit(ds, epochs=1, steps_per_epoch=warmup, verbose=0)
         start = time.perf_counter()
         net.fit(ds, epochs=1, steps_per_epoch=steps, verbose=0, callbacks=[LastStep()])
@@ -172,11 +172,11 @@ def main() -> None:
         print(json.dumps({"gflops": peak(args.peak)}))
         return
 
-    from pipeline import config, native, runtime, train
+    from pipeline import config, kernels, native, runtime
 
     params = config.load(ROOT / "params.yaml")
     chosen = "native" if native.load() is not None else "TensorFlow ops"
-    bf16 = chosen == "native" and train.precision(params.train.precision, "native")
+    bf16 = chosen == "native" and kernels.precision(params.train.precision, "native")
     names = args.models or list(params.models)
     me = Path(__file__).resolve()
     common = ["--steps", str(args.steps), "--warmup", str(args.warmup)]

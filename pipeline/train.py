@@ -13,13 +13,13 @@ accuracy) with two deliberate knobs: validation runs every
 ``validate_every_steps`` instead of every 10 steps (Keras "virtual epochs"), and
 the learning rate can decay (cosine) so the last epochs refine instead of
 bouncing around the optimum. ``train.kernel`` picks who runs the recurrent
-layers (``pipeline.model.use_fused``) and ``train.batch_parts`` how many parts
-of each batch run side by side (``pipeline.side_by_side``); the maths is the
-same either way.
+layers, ``train.precision`` their products' precision and ``train.batch_parts``
+how many parts of each batch run side by side (``pipeline.kernels``); the maths
+is the same either way, the rounding not.
 
 Keras' TerminateOnNaN stops a diverging run at its first NaN loss. It reads
 every step's loss, which once looked like a tenth of the step time; that was
-tf.data's autotune wait (see ``_no_autotune``). Without the wait it costs
+tf.data's autotune wait (see ``inputs.no_autotune``). Without the wait it costs
 nothing measurable (``bench/callback_cost.py``, AMD EPYC, 2 cores, five rounds:
 LSTM median 2,223 images/s with it vs 2,086 without, RNN 6,610 vs 6,624).
 
@@ -50,7 +50,7 @@ import sys
 import time
 from pathlib import Path
 
-from pipeline import config, runtime, split
+from pipeline import config, inputs, runtime, split
 from pipeline.runtime import StageError
 
 log = logging.getLogger("pipeline.train")
@@ -127,76 +127,25 @@ def fingerprint(name: str, params: config.Params, split_dir: Path) -> str:
     return h.hexdigest()
 
 
-def _no_autotune(ds):
-    """tf.data without its autotuning thread, which this pipeline has nothing to tune for.
-
-    That thread sleeps 10 ms, then 20, 40, ... up to 60 s between passes, and
-    deleting an iterator waits for its next wake-up: without this, every ``fit``
-    ended with a wait of up to a minute (6-52 s per training measured), and a
-    short benchmark window ended 10.23 s after it began whatever the model.
-    """
-    import tensorflow as tf
-
-    options = tf.data.Options()
-    options.autotune.enabled = False
-    return ds.with_options(options)
-
-
-def _dataset(x, y, cfg: config.TrainConfig):
-    import tensorflow as tf
-
-    ds = tf.data.Dataset.from_tensor_slices((x, y))
-    ds = ds.shuffle(len(x), seed=cfg.seed, reshuffle_each_iteration=True)
-    ds = ds.batch(cfg.batch_size).repeat()
-    ds = ds.map(lambda a, b: (tf.cast(a, tf.float32), b))  # uint8 pixels -> float
-    return _no_autotune(ds.prefetch(2))
-
-
-def _val_dataset(x, y, batch_size: int = 1000):
-    import tensorflow as tf
-
-    return _no_autotune(tf.data.Dataset.from_tensor_slices((x.astype("float32"), y))
-                        .batch(batch_size))
-
-
-def precision(wanted: str, kernel: str) -> bool:
-    """Whether the recurrent products run in bfloat16 (``train.precision``): asked
-    for, or ``auto`` on the C++ op where the CPU has AVX512_BF16; never elsewhere."""
-    from pipeline import native
-
-    possible = kernel == "native" and native.bf16_supported()
-    if wanted == "bf16" and not possible:
-        raise StageError("params.yaml: train.precision: bf16 needs train.kernel native (or "
-                         "auto) on a CPU with AVX512_BF16; this run has "
-                         f"{kernel} kernels on {runtime.machine()['cpu_model']}")
-    return possible and wanted != "fp32"
-
-
 def compiled(name: str, params: config.Params, total_steps: int):
     """Seeded, deterministic, compiled model for ``name``: what the stage trains
     (and what bench/train_speed.py times as the project's path)."""
     import keras
     import tensorflow as tf
 
-    from pipeline import model as model_lib, native, side_by_side
+    from pipeline import kernels, model as model_lib, side_by_side
 
-    cfg, arch = params.train, params.models[name]
-    n_parts = side_by_side.parts(arch, cfg.batch_parts,
-                                 native=model_lib.kernel_for(arch, cfg.kernel) == "native")
-    side_by_side.set_threads(n_parts)  # before TensorFlow's first op
-    kernel = model_lib.kernel_for(arch, cfg.kernel, n_parts)
-    if kernel == "native" and native.load() is None:
-        raise StageError(f"params.yaml: train.kernel: native: {native.why_not()}")
-    bf16 = precision(cfg.precision, kernel)
-    log.info("train@%s: recurrent layers on %s kernels (%s products), batches in %d part(s)",
-             name, kernel, "bf16" if bf16 else "fp32", n_parts)
+    cfg = params.train
+    chosen = kernels.choose(params.models[name], cfg)
+    side_by_side.set_threads(chosen.n_parts)  # before TensorFlow's first op
+    log.info("train@%s: %s", name, chosen.describe())
     keras.utils.set_random_seed(cfg.seed)
     tf.config.experimental.enable_op_determinism()  # same params -> same metrics
-    net = model_lib.build(arch, params.dataset.image_shape,
-                          params.dataset.num_classes, name, kernel=kernel, n_parts=n_parts,
-                          bf16=bf16)
-    if n_parts > 1:
-        net = side_by_side.SideBySide(net, n_parts)
+    net = model_lib.build(params.models[name], params.dataset.image_shape,
+                          params.dataset.num_classes, name, kernel=chosen.kernel,
+                          n_parts=chosen.n_parts, bf16=chosen.bf16)
+    if chosen.n_parts > 1:
+        net = side_by_side.SideBySide(net, chosen.n_parts)
     optimizer = keras.optimizers.Adam(schedule(cfg, total_steps), clipnorm=cfg.clipnorm or None,
                                       name="adam")  # not adam_1 for a second model in-process
     net.compile(optimizer=optimizer,
@@ -305,8 +254,8 @@ def run(name: str, params: config.Params, split_dir: Path = config.SPLIT_DIR,
         keras.callbacks.BackupAndRestore(str(work / "backup")),
     ]
     history = net.fit(
-        _dataset(x_train, y_train, cfg), epochs=p["checks"], steps_per_epoch=p["steps_per_check"],
-        validation_data=_val_dataset(x_val, y_val),
+        inputs.training(x_train, y_train, cfg), epochs=p["checks"],
+        steps_per_epoch=p["steps_per_check"], validation_data=inputs.validation(x_val, y_val),
         callbacks=callbacks, verbose=1 if sys.stderr.isatty() else 2)
 
     losses = history.history.get("loss", [])

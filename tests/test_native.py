@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import config, native, train
+from pipeline import config, kernels, native, train
 from pipeline.runtime import StageError
 
 
@@ -42,15 +42,15 @@ def test_without_a_compiler_auto_falls_back_and_native_stops_with_the_reason(
 
 def test_precision_auto_follows_the_cpu_and_bf16_elsewhere_is_refused(monkeypatch):
     monkeypatch.setattr(native, "bf16_supported", lambda: True)
-    assert train.precision("auto", "native") and train.precision("bf16", "native")
-    assert not train.precision("fp32", "native")
-    assert not train.precision("auto", "fused")  # TensorFlow's ops: fp32 only
+    assert kernels.precision("auto", "native") and kernels.precision("bf16", "native")
+    assert not kernels.precision("fp32", "native")
+    assert not kernels.precision("auto", "fused")  # TensorFlow's ops: fp32 only
     with pytest.raises(StageError, match="train.precision: bf16 needs"):
-        train.precision("bf16", "keras")
+        kernels.precision("bf16", "keras")
     monkeypatch.setattr(native, "bf16_supported", lambda: False)  # an AVX2-only CPU
-    assert not train.precision("auto", "native")
+    assert not kernels.precision("auto", "native")
     with pytest.raises(StageError, match="AVX512_BF16"):
-        train.precision("bf16", "native")
+        kernels.precision("bf16", "native")
 
 
 def test_an_avx2_build_computes_what_keras_computes(tmp_path):

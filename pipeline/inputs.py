@@ -1,0 +1,43 @@
+"""The training stage's input pipelines: shuffled training batches, validation batches.
+
+Why its own module: what feeds ``fit`` decides part of the speed (the benchmark
+times the same pipelines the stage runs) and must stay out of the way: both
+pipelines run without tf.data's autotuning thread (``no_autotune``).
+"""
+
+from __future__ import annotations
+
+from pipeline import config
+
+
+def no_autotune(ds):
+    """tf.data without its autotuning thread, which this pipeline has nothing to tune for.
+
+    That thread sleeps 10 ms, then 20, 40, ... up to 60 s between passes, and
+    deleting an iterator waits for its next wake-up: without this, every ``fit``
+    ended with a wait of up to a minute (6-52 s per training measured), and a
+    short benchmark window ended 10.23 s after it began whatever the model.
+    """
+    import tensorflow as tf
+
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    return ds.with_options(options)
+
+
+def training(x, y, cfg: config.TrainConfig):
+    """Endless seeded shuffles of (x, y) in batches of ``cfg.batch_size``; uint8 in, float out."""
+    import tensorflow as tf
+
+    ds = tf.data.Dataset.from_tensor_slices((x, y))
+    ds = ds.shuffle(len(x), seed=cfg.seed, reshuffle_each_iteration=True)
+    ds = ds.batch(cfg.batch_size).repeat()
+    ds = ds.map(lambda a, b: (tf.cast(a, tf.float32), b))  # uint8 pixels -> float
+    return no_autotune(ds.prefetch(2))
+
+
+def validation(x, y, batch_size: int = 1000):
+    import tensorflow as tf
+
+    return no_autotune(tf.data.Dataset.from_tensor_slices((x.astype("float32"), y))
+                       .batch(batch_size))
