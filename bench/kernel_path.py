@@ -1,6 +1,7 @@
 """The whole pipeline on another CPU kernel path, beside this checkout's run.
 
-Usage: python bench/kernel_path.py [--env TF_ENABLE_ONEDNN_OPTS=0 ONEDNN_MAX_CPU_ISA=AVX2]
+Usage: python bench/kernel_path.py [--env TF_ENABLE_ONEDNN_OPTS=0 ONEDNN_MAX_CPU_ISA=AVX2
+                                          PIPELINE_NATIVE_MARCH=x86-64-v3]
                                    [--worktree ../kernel-path] [--out reports/kernel-path.md]
        python bench/kernel_path.py --report-only   (the table from an existing worktree run)
 
@@ -8,8 +9,9 @@ Why: an AVX2-only CPU (the project's AMD machines without AVX-512) makes
 TensorFlow run Eigen's kernels instead of oneDNN's, which round differently, and
 the recipe's accuracy must hold there too. Where no such machine is at hand, the
 default ``--env`` makes this one take the same path: oneDNN off (as TensorFlow
-decides by default on a CPU without VNNI/BF16/AMX) and oneDNN's remaining
-uses (its matrix products inside Eigen) capped at AVX2. The speed of that run says
+decides by default on a CPU without VNNI/BF16/AMX), oneDNN's remaining
+uses (its matrix products inside Eigen) capped at AVX2, and the recurrent
+layers' C++ op built for AVX2 (``pipeline.native``), hence with fp32 products. The speed of that run says
 nothing about an AVX2 machine's speed; its accuracy is the recipe's on that path.
 
 Runs ``dvc repro -f`` of this checkout's HEAD in a git worktree (sharing
@@ -97,7 +99,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--env", nargs="*", default=["TF_ENABLE_ONEDNN_OPTS=0",
-                                                 "ONEDNN_MAX_CPU_ISA=AVX2"])
+                                                 "ONEDNN_MAX_CPU_ISA=AVX2",
+                                                 "PIPELINE_NATIVE_MARCH=x86-64-v3"])
     ap.add_argument("--worktree", type=Path, default=ROOT.parent / "kernel-path")
     ap.add_argument("--out", type=Path, default=ROOT / "reports" / "kernel-path.md")
     ap.add_argument("--report-only", action="store_true")

@@ -134,7 +134,8 @@ def kernels(flags: set[str], env=os.environ) -> str:
     TensorFlow picks oneDNN by default only on x86 CPUs with one of
     ``ONEDNN_DEFAULT_FLAGS`` (so an AVX2-only CPU runs Eigen);
     ``TF_ENABLE_ONEDNN_OPTS`` overrides that, and ``ONEDNN_MAX_CPU_ISA`` caps the
-    vector unit oneDNN may use. Each choice rounds differently.
+    vector unit oneDNN may use; ``PIPELINE_NATIVE_MARCH`` builds the recurrent
+    layers' C++ op for another target. Each choice rounds differently.
     """
     chosen = env.get("TF_ENABLE_ONEDNN_OPTS", "").strip().lower()
     if chosen in ("0", "false", "1", "true"):
@@ -142,8 +143,9 @@ def kernels(flags: set[str], env=os.environ) -> str:
     else:
         on, why = platform.machine() in ("x86_64", "AMD64") and bool(
             flags & set(ONEDNN_DEFAULT_FLAGS)), "default for this CPU"
-    cap = env.get("ONEDNN_MAX_CPU_ISA")
-    return f"{'oneDNN' if on else 'Eigen'} ({why}{f', ONEDNN_MAX_CPU_ISA={cap}' if cap else ''})"
+    caps = [f"{k}={env[k]}" for k in ("ONEDNN_MAX_CPU_ISA", "PIPELINE_NATIVE_MARCH")
+            if env.get(k)]  # the C++ op's target (pipeline.native) rounds too
+    return f"{'oneDNN' if on else 'Eigen'} ({', '.join([why, *caps])})"
 
 
 def machine(cpuinfo: str = "/proc/cpuinfo") -> dict:
@@ -169,7 +171,8 @@ def machine_kind(record: dict | None) -> tuple | None:
     # The default kernels follow from the flags (and records older than the
     # field ran on them); only an override makes another kind of machine.
     chosen = record.get("kernels", "")
-    return kind + ((chosen,) if chosen and "default for this CPU" not in chosen else ())
+    overridden = chosen and ("default for this CPU" not in chosen or "=" in chosen)
+    return kind + ((chosen,) if overridden else ())
 
 
 @contextmanager

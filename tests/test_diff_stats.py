@@ -112,6 +112,9 @@ def test_the_record_names_the_kernels_tensorflow_runs():
         {k: v for k, v in here.items() if k != "kernels"})  # records from before the field
     assert runtime.machine_kind({**here, "kernels": emulated}) != runtime.machine_kind(here)
     assert "Eigen (TF_ENABLE_ONEDNN_OPTS" in diff_stats.describe({**here, "kernels": emulated})
+    avx2_op = runtime.kernels({"avx512_vnni"}, env={"PIPELINE_NATIVE_MARCH": "x86-64-v3"})
+    assert avx2_op == "oneDNN (default for this CPU, PIPELINE_NATIVE_MARCH=x86-64-v3)"
+    assert runtime.machine_kind({**here, "kernels": avx2_op}) != runtime.machine_kind(here)
     # What TensorFlow itself says on this machine agrees with the record.
     probe = ("from tensorflow.python.util import _pywrap_util_port as p; "
              "print(p.IsMklEnabled())")
