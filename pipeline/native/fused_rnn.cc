@@ -105,9 +105,10 @@ REGISTER_OP("FusedRnnBackward")
       return OkStatus();
     });
 
-class FusedRnnForwardOp : public OpKernel {
+// What both ops share: the cell and the products' precision, from their attributes.
+class CellOp : public OpKernel {
  public:
-  explicit FusedRnnForwardOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
+  explicit CellOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
     std::string cell;
     OP_REQUIRES_OK(ctx, ctx->GetAttr("cell", &cell));
     OP_REQUIRES_OK(ctx, ctx->GetAttr("bf16", &bf16_));
@@ -115,6 +116,15 @@ class FusedRnnForwardOp : public OpKernel {
                 errors::InvalidArgument("fused_rnn: bf16 needs a build with AVX512_BF16"));
     cell_ = ParseCell(cell);
   }
+
+ protected:
+  Cell cell_;
+  bool bf16_;
+};
+
+class FusedRnnForwardOp : public CellOp {
+ public:
+  using CellOp::CellOp;
 
   void Compute(OpKernelContext* ctx) override {
     const Tensor& x_t = ctx->input(0);
@@ -190,22 +200,11 @@ class FusedRnnForwardOp : public OpKernel {
       }
     }
   }
-
- private:
-  Cell cell_;
-  bool bf16_;
 };
 
-class FusedRnnBackwardOp : public OpKernel {
+class FusedRnnBackwardOp : public CellOp {
  public:
-  explicit FusedRnnBackwardOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
-    std::string cell;
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("cell", &cell));
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("bf16", &bf16_));
-    OP_REQUIRES(ctx, !bf16_ || rnn::Product::Bf16Available(),
-                errors::InvalidArgument("fused_rnn: bf16 needs a build with AVX512_BF16"));
-    cell_ = ParseCell(cell);
-  }
+  using CellOp::CellOp;
 
   void Compute(OpKernelContext* ctx) override {
     const Tensor& dhs_t = ctx->input(0);
@@ -297,10 +296,6 @@ class FusedRnnBackwardOp : public OpKernel {
     grad_w.Run(x_t.flat<float>().data(), F, B * T, F, dx, GH, dW.data(), ldw);
     MapM(dw_t->flat<float>().data(), F, GH) = dW.leftCols(GH);
   }
-
- private:
-  Cell cell_;
-  bool bf16_;
 };
 
 // Whether this build multiplies in bfloat16 (pipeline/native.py asks through ctypes).
