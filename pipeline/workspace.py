@@ -108,12 +108,12 @@ def remote_options(project: Path | None, remote: str) -> dict[str, str]:
     options = {k[len(REMOTE_ENV_PREFIX):].lower(): v for k, v in os.environ.items()
                if k.startswith(REMOTE_ENV_PREFIX) and v}
     if "url" not in options and project is not None:
-        proc = subprocess.run([_dvc(), "remote", "list"], cwd=project, capture_output=True,
-                              text=True)
-        for line in proc.stdout.splitlines():
-            name, _, rest = line.partition(" ")
-            if name == remote:
-                options["url"] = rest.split()[0]
+        # `dvc config` prints the value alone, the local config's where it has one;
+        # `dvc remote list` is a table that wraps a long URL onto a line of its own.
+        proc = subprocess.run([_dvc(), "config", f"remote.{remote}.url"], cwd=project,
+                              capture_output=True, text=True)
+        if proc.returncode == 0 and proc.stdout.strip():
+            options["url"] = proc.stdout.strip()
     if "url" not in options:
         raise WorkspaceError(f"no URL for DVC remote {remote!r}: set {REMOTE_ENV_PREFIX}URL")
     return options

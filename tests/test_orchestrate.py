@@ -278,3 +278,20 @@ def test_gitignore_files_of_several_stages_merge_in_order(tmp_path):
     assert (tmp_path / "models/checkpoints/.gitignore").read_text() == "/rnn.keras\n/lstm.keras\n"
     workspace.apply(tmp_path, record, list(stages))   # applying again changes nothing
     assert (tmp_path / "models/checkpoints/.gitignore").read_text() == "/rnn.keras\n/lstm.keras\n"
+
+
+def test_the_remote_url_is_read_whole_however_long(tmp_path, monkeypatch):
+    """`dvc remote list` wraps a long URL onto its own line (it broke every task of
+    a run once the URL passed 80 columns); the local config's URL wins."""
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    sh("git", "init", "-q", cwd=repo)
+    sh("dvc", "init", "-q", cwd=repo)
+    long_url = str(tmp_path / ("a-remote-folder-with-a-long-name-" * 4) / "storage")
+    sh("dvc", "remote", "add", "-d", "storage", "/somewhere/else", cwd=repo)
+    sh("dvc", "remote", "modify", "--local", "storage", "url", long_url, cwd=repo)
+    monkeypatch.delenv(workspace.REMOTE_ENV_PREFIX + "URL", raising=False)
+    monkeypatch.setenv("PATH", tool_env()["PATH"])
+    assert workspace.remote_options(repo, "storage") == {"url": long_url}
+    with pytest.raises(workspace.WorkspaceError, match="no URL for DVC remote 'other'"):
+        workspace.remote_options(repo, "other")
