@@ -79,7 +79,9 @@ def build(out_dir: Path | None = None) -> Path:
     if not shutil.which(cxx):
         raise BuildError(f"no C++ compiler {cxx!r} on PATH (install g++ or set CXX)")
     out_dir = Path(out_dir or cache_dir())
-    target = out_dir / f"fused_rnn-{_key(cxx, _command(cxx, SOURCE, Path('x.so')))}.so"
+    # the key has the sources' text, not their path: every clone of the project
+    # (each Airflow task works in a fresh one) finds the library one clone built
+    target = out_dir / f"fused_rnn-{_key(cxx, _command(cxx, Path(SOURCE.name), Path('x.so')))}.so"
     if target.exists():
         return target
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -17,7 +17,30 @@ def test_the_op_is_built_once_and_then_taken_from_the_cache():
     assert first.parent == native.cache_dir() and first.suffix == ".so"
     stamp = os.stat(first).st_mtime_ns
     assert native.build() == first and os.stat(first).st_mtime_ns == stamp
-    assert not [p for p in first.parent.iterdir() if p.is_dir()]  # no build folder left
+    # (that a build leaves no folder behind: the AVX2 build below, in its own cache;
+    # this shared one may hold another process's build in progress)
+
+
+def test_another_clone_of_the_project_takes_the_same_library(tmp_path, monkeypatch):
+    """Each Airflow task runs in a fresh clone: the cache is keyed on the sources'
+    text, so a clone at another path compiles nothing."""
+    import shutil
+
+    if native.load() is None:
+        pytest.skip(f"no native op here: {native.why_not()}")
+    first = native.build()
+    stamp = os.stat(first).st_mtime_ns
+    clone = shutil.copytree(native.SOURCE.parent, tmp_path / "clone" / "pipeline" / "native")
+    monkeypatch.setattr(native, "SOURCE", clone / native.SOURCE.name)
+    monkeypatch.setattr(native, "HEADERS", tuple(clone / h.name for h in native.HEADERS))
+    run = native.subprocess.run
+
+    def version_only(cmd, *args, **kwargs):   # asking the compiler its version, no more
+        assert cmd[1:] == ["--version"], f"compiled again: {cmd[:3]}"
+        return run(cmd, *args, **kwargs)
+
+    monkeypatch.setattr(native.subprocess, "run", version_only)
+    assert native.build() == first and os.stat(first).st_mtime_ns == stamp
 
 
 def test_without_a_compiler_auto_falls_back_and_native_stops_with_the_reason(
@@ -28,6 +51,7 @@ def test_without_a_compiler_auto_falls_back_and_native_stops_with_the_reason(
     try:
         assert native.load() is None
         assert "no C++ compiler 'no-such-compiler'" in native.why_not()
+        assert list(tmp_path.iterdir()) == []   # a failed build leaves nothing behind
         assert "TensorFlow ops instead" in caplog.text
         params = config.load(Path(__file__).parent / "fixtures" / "params-tiny.yaml")
         net = train.compiled("lstm", params, total_steps=10)  # auto: TensorFlow's ops
