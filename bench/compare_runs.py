@@ -77,7 +77,8 @@ def header(base: Path, head: Path, models: list[str]) -> str:
 
 
 def _mmss(seconds: float) -> str:
-    return f"{int(seconds // 60)} min {int(round(seconds % 60)):02d} s"
+    minutes, secs = divmod(round(seconds), 60)  # 299.6 s is 5 min 00 s, not 4 min 60 s
+    return f"{minutes} min {secs:02d} s"
 
 
 def main() -> None:

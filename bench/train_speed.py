@@ -12,7 +12,9 @@ a 150-step window, which made several models report the same 1,465 images/s):
 - reference: the tutorial's architecture from stock Keras layers, plain
   ``model.fit`` on NumPy arrays, Adam, stock TensorFlow settings;
 - project: what ``pipeline.train`` runs (``train.compiled``: params.yaml's
-  kernel and precision, op determinism, the tf.data input pipeline);
+  kernel and precision, op determinism, the tf.data input pipeline, the stage's
+  steps per call and glibc keeping freed memory, ``pipeline.heap``); the window
+  is whole calls, so it may be a few steps longer than ``--steps``;
 - torch: PyTorch's ``nn.RNN``/``nn.LSTM``/``nn.GRU`` in the same architecture,
   from a virtual environment this script creates in ``.bench/torch`` (PyTorch is
   not a dependency of the project); ``--no-torch`` skips it.
@@ -68,7 +70,7 @@ def measure_tf(impl: str, name: str, steps: int, warmup: int) -> dict:
     """One measurement in this process: images/s of ``impl`` training ``name``."""
     import keras
 
-    from pipeline import config, inputs, model, train
+    from pipeline import config, inputs, model, protocol, train
 
     params = config.load(ROOT / "params.yaml")
     x, y, source = _data((steps + warmup) * 100)
@@ -97,11 +99,13 @@ def measure_tf(impl: str, name: str, steps: int, warmup: int) -> dict:
             changed = {"kernel": "fused"} if impl == "fused" else {"precision": "fp32"}
             params = dataclasses.replace(
                 params, train=dataclasses.replace(params.train, **changed))
-        net = train.compiled(name, params, total_steps=10 ** 6)
+        per_call = protocol.plan(params.train, 55_000)["steps_per_call"]  # as the stage's
+        net = train.compiled(name, params, total_steps=10 ** 6, steps_per_call=per_call)
         ds = inputs.training(x, y, params.train)
         net.fit(ds, epochs=1, steps_per_epoch=warmup, verbose=0)
-        start = time.perf_counter()
+        start, before = time.perf_counter(), int(net.optimizer.iterations)
         net.fit(ds, epochs=1, steps_per_epoch=steps, verbose=0, callbacks=[LastStep()])
+        steps = int(net.optimizer.iterations) - before  # whole calls of per_call steps
     seconds = last["t"] - start
     return {"images_per_s": steps * 100 / seconds, "params": net.count_params(), "data": source}
 

@@ -17,11 +17,13 @@ layers, ``train.precision`` their products' precision and ``train.batch_parts``
 how many parts of each batch run side by side (``pipeline.kernels``); the maths
 is the same either way, the rounding not.
 
-Keras' TerminateOnNaN stops a diverging run at its first NaN loss. It reads
-every step's loss, which once looked like a tenth of the step time; that was
-tf.data's autotune wait (see ``inputs.no_autotune``). Without the wait it costs
-nothing measurable (``bench/callback_cost.py``, AMD EPYC, 2 cores, five rounds:
-LSTM median 2,223 images/s with it vs 2,086 without, RNN 6,610 vs 6,624).
+Keras runs ``steps_per_call`` steps per call into TensorFlow
+(``steps_per_execution``; ``protocol.plan``: 110 of an epoch's 550, and always a
+divisor of every check): between calls, Python's fit loop and the callbacks
+run, which on two cores cost as much as a tenth of a BiLSTM step. The maths is
+the same (the weights after 100 steps were bit-identical to one step per call).
+Per-batch callbacks see each call's last step, so TerminateOnNaN stops a
+diverging run at the end of the call in which its loss first became NaN.
 
 The step budget is exact: ``epochs * ceil(samples / batch_size)`` steps, where
 samples is ``max_train_samples`` when set. Validation runs every
@@ -51,53 +53,11 @@ import time
 from pathlib import Path
 
 from pipeline import config, inputs, runtime, split
+from pipeline.protocol import epoch_of_check, plan, schedule, step_of_check
 from pipeline.runtime import StageError
 
 log = logging.getLogger("pipeline.train")
 WORK_ROOT = Path("tmp/train")
-
-
-def schedule(cfg: config.TrainConfig, total_steps: int):
-    """Adam's learning rate: the tutorial's constant, or warm-up + cosine decay."""
-    import keras
-
-    if cfg.lr_schedule == "constant":
-        return cfg.learning_rate
-    decay_steps = max(1, total_steps - cfg.warmup_steps)
-    if cfg.warmup_steps:
-        return keras.optimizers.schedules.CosineDecay(
-            0.0, decay_steps, alpha=cfg.lr_final_ratio,
-            warmup_target=cfg.learning_rate, warmup_steps=cfg.warmup_steps)
-    return keras.optimizers.schedules.CosineDecay(
-        cfg.learning_rate, decay_steps, alpha=cfg.lr_final_ratio)
-
-
-def plan(cfg: config.TrainConfig, n_train: int) -> dict:
-    """Steps, validation checks and early-stop patience for ``n_train`` images.
-
-    ``checks`` validations, every ``steps_per_check`` steps and at the end: the
-    last check covers ``last_check_steps`` (<= steps_per_check) so that exactly
-    ``total_steps`` run.
-    """
-    steps_per_epoch = math.ceil(n_train / cfg.batch_size)
-    total_steps = cfg.epochs * steps_per_epoch
-    every = min(cfg.validate_every_steps, total_steps)
-    checks = math.ceil(total_steps / every)
-    return {"steps_per_epoch": steps_per_epoch, "total_steps": total_steps,
-            "steps_per_check": every, "checks": checks,
-            "last_check_steps": total_steps - (checks - 1) * every,
-            # "no better val accuracy for early_stop_steps steps", in checks
-            "patience": math.ceil(cfg.early_stop_steps / every)}
-
-
-def step_of_check(check: int, p: dict) -> int:
-    """Training steps done when validation check ``check`` (1-based) ran."""
-    return min(check * p["steps_per_check"], p["total_steps"])
-
-
-def epoch_of_check(check: int, p: dict) -> float:
-    """The real epoch (fractional) at which check ``check`` ran."""
-    return round(step_of_check(check, p) / p["steps_per_epoch"], 2)
 
 
 def _keep_history(live_dir: Path, done: int) -> None:
@@ -127,14 +87,15 @@ def fingerprint(name: str, params: config.Params, split_dir: Path) -> str:
     return h.hexdigest()
 
 
-def compiled(name: str, params: config.Params, total_steps: int):
+def compiled(name: str, params: config.Params, total_steps: int, steps_per_call: int = 1):
     """Seeded, deterministic, compiled model for ``name``: what the stage trains
     (and what bench/train_speed.py times as the project's path)."""
     import keras
     import tensorflow as tf
 
-    from pipeline import kernels, model as model_lib, side_by_side
+    from pipeline import heap, kernels, model as model_lib, side_by_side
 
+    heap.keep_freed_memory()  # each step's buffers reused, not faulted in again
     cfg = params.train
     chosen = kernels.choose(params.models[name], cfg)
     side_by_side.set_threads(chosen.n_parts)  # before TensorFlow's first op
@@ -150,7 +111,8 @@ def compiled(name: str, params: config.Params, total_steps: int):
                                       name="adam")  # not adam_1 for a second model in-process
     net.compile(optimizer=optimizer,
                 loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")])
+                metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+                steps_per_execution=steps_per_call)
     return net
 
 
@@ -210,7 +172,7 @@ def run(name: str, params: config.Params, split_dir: Path = config.SPLIT_DIR,
     if not resuming:
         shutil.rmtree(live_dir, ignore_errors=True)
 
-    net = compiled(name, params, p["total_steps"])
+    net = compiled(name, params, p["total_steps"], p["steps_per_call"])
     if not resuming:
         net.summary(print_fn=lambda line, **_: log.info(line))
     log.info("train@%s: x_train %s, x_val %s, %s%s", name, x_train.shape, x_val.shape, p,

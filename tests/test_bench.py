@@ -137,3 +137,12 @@ def test_the_kernel_path_table_counts_differing_predictions(tmp_path):
     (other / "metrics" / "runtime" / "train-lstm.json").write_text(json.dumps(elsewhere))
     with pytest.raises(SystemExit, match="different machines"):
         kp.table(base, other)
+
+
+@pytest.mark.parametrize("seconds, text", [(299.6, "5 min 00 s"), (68.1, "1 min 08 s"),
+                                           (59.4, "0 min 59 s")])
+def test_run_times_round_to_whole_seconds_without_a_sixtieth(seconds, text):
+    spec = importlib.util.spec_from_file_location("compare_runs", ROOT / "bench" / "compare_runs.py")
+    compare = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(compare)
+    assert compare._mmss(seconds) == text

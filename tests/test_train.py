@@ -2,23 +2,24 @@
 
 import dataclasses
 import json
+import math
 import shutil
 
 import pytest
 
 from conftest import FIXTURE_DIR, TINY_PARAMS
-from pipeline import config, inputs, split, train
+from pipeline import config, inputs, protocol, split, train
 from pipeline.runtime import StageError
 
 
 def test_plan_turns_the_tutorial_protocol_into_checks():
     cfg = config.load().train  # real params: 55,000 images, batch 100
-    p = train.plan(cfg, 55_000)
+    p = protocol.plan(cfg, 55_000)
     assert p["steps_per_epoch"] == 550
     assert p["steps_per_check"] == 550 and p["checks"] == cfg.epochs
     # 2,000 steps without improvement = 4 checks of 550 steps (2,200 >= 2,000)
     assert p["patience"] == 4
-    every_10 = train.plan(dataclasses.replace(cfg, validate_every_steps=10), 55_000)
+    every_10 = protocol.plan(dataclasses.replace(cfg, validate_every_steps=10), 55_000)
     assert every_10["patience"] == 200 and every_10["checks"] == 55 * cfg.epochs
 
 
@@ -35,26 +36,42 @@ def test_plan_runs_exactly_the_steps_the_params_imply(samples, batch, epochs, ev
                                                       checks, last, epoch_of_last):
     cfg = dataclasses.replace(config.load().train, batch_size=batch, epochs=epochs,
                               validate_every_steps=every, max_train_samples=samples)
-    p = train.plan(cfg, samples)
+    p = protocol.plan(cfg, samples)
     assert p["total_steps"] == total == epochs * -(-samples // batch)
     assert (p["checks"], p["last_check_steps"]) == (checks, last)
+    # whole calls into TensorFlow fill every check exactly
+    assert every_check_is_whole_calls(p)
     assert (p["checks"] - 1) * p["steps_per_check"] + p["last_check_steps"] == total
-    assert train.step_of_check(p["checks"], p) == total
-    assert train.epoch_of_check(p["checks"], p) == epoch_of_last == epochs
+    assert protocol.step_of_check(p["checks"], p) == total
+    assert protocol.epoch_of_check(p["checks"], p) == epoch_of_last == epochs
+
+
+def every_check_is_whole_calls(p: dict) -> bool:
+    return p["steps_per_check"] % p["steps_per_call"] == 0 == p["last_check_steps"] % p["steps_per_call"]
+
+
+@pytest.mark.parametrize("check, last, per_call", [
+    (550, 550, 110),  # the default: an epoch in 5 calls
+    (10, 10, 10),     # the tutorial's check every 10 steps
+    (500, 250, 50), (4, 1, 1), (97, 97, 97), (550, 275, 55),
+])
+def test_a_call_runs_the_most_steps_that_fit_every_check(check, last, per_call):
+    assert protocol.steps_per_call(math.gcd(check, last)) == per_call <= protocol.STEPS_PER_CALL
+    assert protocol.plan(config.load().train, 55_000)["steps_per_call"] == 110
 
 
 def test_best_epoch_is_a_real_epoch():
     cfg = dataclasses.replace(config.load().train, epochs=4, validate_every_steps=550)
-    p = train.plan(cfg, 20_000)
-    assert [train.epoch_of_check(c, p) for c in (1, 2)] == [2.75, 4.0]  # never 5.5
+    p = protocol.plan(cfg, 20_000)
+    assert [protocol.epoch_of_check(c, p) for c in (1, 2)] == [2.75, 4.0]  # never 5.5
 
 
 def test_cosine_schedule_decays_to_the_final_ratio():
     cfg = config.load().train
-    lr = train.schedule(cfg, 1000)
+    lr = protocol.schedule(cfg, 1000)
     assert float(lr(0)) == pytest.approx(cfg.learning_rate)
     assert float(lr(1000)) == pytest.approx(cfg.learning_rate * cfg.lr_final_ratio)
-    assert train.schedule(dataclasses.replace(cfg, lr_schedule="constant"), 1000) == cfg.learning_rate
+    assert protocol.schedule(dataclasses.replace(cfg, lr_schedule="constant"), 1000) == cfg.learning_rate
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +97,7 @@ def test_training_writes_checkpoint_curves_and_summary(tmp_path, split_dir):
     for key in ("best_val_accuracy", "best_epoch", "wall_time_s", "params", "checks_run"):
         assert live[key] == summary[key]
     assert (tmp_path / "live" / "gru" / "plots" / "metrics" / "eval" / "accuracy.tsv").exists()
-    assert summary["checks_run"] == train.plan(params.train, 500)["checks"]
+    assert summary["checks_run"] == protocol.plan(params.train, 500)["checks"]
 
 
 @pytest.mark.parametrize("name, kernel", [("gru", "auto"), ("bilstm", "auto"),
@@ -131,7 +148,7 @@ def test_killed_run_keeps_the_old_checkpoint_and_the_next_run_resumes(
                         lambda self, epoch, logs=None: (seen.append(epoch), original(self, epoch, logs)))
     summary = _run(tmp_path, params, split_dir=split_dir)
     assert seen[0] == 2  # resumed after the two finished checks
-    assert summary["checks_run"] == train.plan(params.train, 500)["checks"]
+    assert summary["checks_run"] == protocol.plan(params.train, 500)["checks"]
     assert ckpt.read_bytes() != b"the previous good checkpoint"
     keras.models.load_model(ckpt)
 
@@ -196,7 +213,7 @@ def test_state_from_other_params_is_discarded(tmp_path, split_dir):
     (stale / "backup").mkdir(parents=True)
     (stale / "fingerprint").write_text("made with other params")
     summary = _run(tmp_path, params, split_dir=split_dir)
-    assert summary["checks_run"] == train.plan(params.train, 500)["checks"]
+    assert summary["checks_run"] == protocol.plan(params.train, 500)["checks"]
 
 
 def test_unknown_model_name(tmp_path, split_dir):
@@ -253,10 +270,10 @@ def test_shared_objects_are_numbered_in_order_not_by_address(tmp_path):
         json.dumps(keras.models.load_model(tmp_path / "raw.keras").get_config(), sort_keys=True)
 
 
-def test_a_diverging_run_stops_at_its_first_nan_step(tmp_path, split_dir, monkeypatch):
-    """Keras' TerminateOnNaN ends the run at the first NaN loss (here the third step's,
-    from NaN pixels), not at the next check, and the stage fails without touching
-    the checkpoint."""
+def test_a_diverging_run_stops_at_its_first_nan_call(tmp_path, split_dir, monkeypatch):
+    """Keras' TerminateOnNaN ends the run after the call into TensorFlow whose steps
+    reached the first NaN loss (here the third step's, from NaN pixels), not at the
+    next check, and the stage fails without touching the checkpoint."""
     import keras
     import tensorflow as tf
 
@@ -283,7 +300,9 @@ def test_a_diverging_run_stops_at_its_first_nan_step(tmp_path, split_dir, monkey
     with pytest.raises(StageError, match="diverged"):
         _run(tmp_path, params, name="rnn", split_dir=split_dir)
     assert ckpt.read_bytes() == b"good"
-    assert steps["run"] == 3  # not 8, the end of the first check
+    n_train = len(split.load(split_dir, "train")[0])
+    per_call = protocol.plan(params.train, min(n_train, params.train.max_train_samples or n_train))
+    assert steps["run"] == per_call["steps_per_call"] == 4  # not 8, the end of the first check
 
 
 def test_fit_reads_its_data_without_tf_datas_autotune_thread(tmp_path, split_dir, monkeypatch):
