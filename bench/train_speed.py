@@ -94,7 +94,10 @@ def measure_tf(impl: str, name: str, steps: int, warmup: int) -> dict:
         start = time.perf_counter()
         net.fit(xf[warmup * 100:], y[warmup * 100:], batch_size=100, epochs=1, verbose=0,
                 callbacks=[LastStep()])
-    else:  # project (params.yaml as it is), fused (TensorFlow's ops) or fp32 products
+    else:  # project (params.yaml as it is), fused (TensorFlow's ops), fp32 products or glibc
+        if impl == "glibc":  # glibc's malloc as it comes: train.compiled's setting skipped
+            from pipeline import heap
+            heap.keep_freed_memory = lambda: False
         if impl in ("fused", "fp32"):
             changed = {"kernel": "fused"} if impl == "fused" else {"precision": "fp32"}
             params = dataclasses.replace(
@@ -160,10 +163,13 @@ def main() -> None:
                     help="rounds; each round measures every model and implementation once, "
                          "so drifts in machine speed hit all alike; the median is reported")
     ap.add_argument("--no-torch", action="store_true")
-    ap.add_argument("--variants", nargs="*", default=[], choices=["fp32", "fused", "xla", "bf16"],
+    ap.add_argument("--variants", nargs="*", default=[],
+                    choices=["fp32", "fused", "glibc", "xla", "bf16"],
                     help="also measure: fp32 = the project's path with train.precision fp32; "
                          "fused = every cell on pipeline.fused's TensorFlow ops (no C++ op) "
-                         "in the project's path; xla = the reference with jit_compile; bf16 = "
+                         "in the project's path; glibc = the project's path with glibc's own "
+                         "malloc settings (no pipeline.heap); xla = the reference with "
+                         "jit_compile; bf16 = "
                          "the reference with Keras' mixed_bfloat16 policy")
     ap.add_argument("--out", default="reports/bench-train")
     ap.add_argument("--measure", nargs=2, metavar=("IMPL", "MODEL"), help=argparse.SUPPRESS)
@@ -185,6 +191,7 @@ def main() -> None:
     me = Path(__file__).resolve()
     common = ["--steps", str(args.steps), "--warmup", str(args.warmup)]
     result = {"machine": runtime.machine(), "kernel": params.train.kernel,
+              "command": " ".join(["python", "bench/train_speed.py", *sys.argv[1:]]),
               "resolved": f"{chosen}, {'bf16' if bf16 else 'fp32'} recurrent products",
               "steps": args.steps, "warmup": args.warmup, "batch": 100, "repeats": args.repeats,
               "peak_gflops": {k: _child(str(me), "--peak", k)["gflops"]
@@ -230,7 +237,8 @@ def write(result: dict, out: Path) -> None:
         f"{result['warmup']} warm-up steps, timed to the end of the last step, each in a "
         "fresh process; median of "
         f"{result['repeats']} interleaved rounds (range in brackets). "
-        "Command: `python bench/train_speed.py` (`make bench`).",
+        f"Command: `{result.get('command', 'python bench/train_speed.py')}`"
+        " (`make bench` runs it without arguments).",
         "",
         "| model | MFLOP/image | plain Keras img/s | project img/s | ratio | project GFLOP/s "
         "| % of TF peak | PyTorch img/s | project / PyTorch |",
@@ -245,12 +253,13 @@ def write(result: dict, out: Path) -> None:
             f"{_rate(r['project'])} | {ours / ref:.2f}x | {gf:.1f} | "
             f"{100 * gf / pk['tensorflow']:.0f}% | "
             + (f"{_rate(r['torch'])} | {ours / torch:.2f}x |" if torch else "- | - |"))
-    variants = [k for k in ("fp32", "fused", "xla", "bf16")
+    variants = [k for k in ("fp32", "fused", "glibc", "xla", "bf16")
                 if any(k in r for r in result["models"].values())]
     if variants:
         lines += ["", "Other paths (img/s, ratio to plain Keras): fp32 = the project's path "
                   "with `train.precision: fp32`; fused = the project's path on "
-                  "pipeline.fused's TensorFlow ops (no C++ op); xla = plain "
+                  "pipeline.fused's TensorFlow ops (no C++ op); glibc = the project's path "
+                  "without pipeline.heap; xla = plain "
                   "Keras with `jit_compile=True`; bf16 = plain Keras, `mixed_bfloat16`.", "",
                   "| model | " + " | ".join(variants) + " |", "|---|" + "---|" * len(variants)]
         for name, r in result["models"].items():

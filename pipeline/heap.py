@@ -6,10 +6,9 @@ glibc serves blocks above its mmap threshold (128 KiB, raised only by luck of
 which blocks a process happened to free before) straight from the kernel and
 gives them back on free, so each step's new pages are faulted in and zeroed
 again. In a BiLSTM training that went to 200,000+ page faults a second and a
-third of the CPU's time in the kernel, whenever the threshold stayed low
-(``python bench/train_speed.py --measure project bilstm --steps 600``, AMD EPYC,
-2 cores: 2,330 and 2,555 images/s, 16.5 s of 56 s CPU in the kernel; with this
-setting 3,299 and 3,868 images/s, 1.2 s in the kernel, the same peak memory).
+third of the CPU's time in the kernel, whenever the threshold stayed low. In
+600-step windows (reports/bench-heap.md, AMD EPYC, 2 cores, 3 rounds) the
+project's path ran 3,508 images/s with this setting against 2,884 without.
 
 ``keep_freed_memory`` fixes the threshold at 32 MiB (glibc's largest) and the
 heap's trim threshold at 1 GiB, so freed blocks are reused, never returned.

@@ -21,6 +21,7 @@ def test_plan_turns_the_tutorial_protocol_into_checks():
     assert p["patience"] == 4
     every_10 = protocol.plan(dataclasses.replace(cfg, validate_every_steps=10), 55_000)
     assert every_10["patience"] == 200 and every_10["checks"] == 55 * cfg.epochs
+    assert p["steps_per_call"] == 110 and every_10["steps_per_call"] == 10
 
 
 @pytest.mark.parametrize("samples, batch, epochs, every, total, checks, last, epoch_of_last", [
@@ -57,7 +58,23 @@ def every_check_is_whole_calls(p: dict) -> bool:
 ])
 def test_a_call_runs_the_most_steps_that_fit_every_check(check, last, per_call):
     assert protocol.steps_per_call(math.gcd(check, last)) == per_call <= protocol.STEPS_PER_CALL
-    assert protocol.plan(config.load().train, 55_000)["steps_per_call"] == 110
+
+
+def test_several_steps_per_call_train_the_same_weights(split_dir):
+    """Keras' steps_per_execution changes when Python runs, not the maths: the
+    weights after 10 steps are bit-identical to one step per call."""
+    import numpy as np
+
+    params = config.load(TINY_PARAMS)
+    x, y = split.load(split_dir, "train")
+    weights = []
+    for per_call in (1, 5):
+        net = train.compiled("lstm", params, total_steps=10, steps_per_call=per_call)
+        assert net.steps_per_execution == per_call
+        net.fit(inputs.training(x, y, params.train), epochs=1, steps_per_epoch=10, verbose=0)
+        assert int(net.optimizer.iterations) == 10
+        weights.append(net.get_weights())
+    assert all(np.array_equal(a, b) for a, b in zip(*weights))
 
 
 def test_best_epoch_is_a_real_epoch():
