@@ -10,7 +10,9 @@
 #                  (docs/airflow.md)
 #   make bench   - training throughput: the project's path vs plain Keras vs PyTorch, in one run
 #                  on this machine, with its matmul peak: reports/bench-train.{md,json}
-#                  (BENCH_ARGS="--variants fused xla bf16" adds the paths that did not help)
+#                  (BENCH_ARGS="--variants fused xla bf16" adds the paths that did not help,
+#                  "--against DIR" an older commit's worktree; bench/op_speed.py --against REV
+#                  compares the C++ op alone with REV's, in one process)
 #   make pictures-accuracy - the champion (or MODEL=...) on data/pictures beside MNIST's test set
 #   make cluster-up / cluster-trigger / cluster-down - the DAG on a real multi-worker cluster
 #                  on this machine: PostgreSQL, Redis, Celery, S3 remote (docs/airflow.md; root)

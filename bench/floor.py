@@ -36,6 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
+import speed_table  # noqa: E402  (its report)
 import train_speed  # noqa: E402  (bench/train_speed.py: FLOP count, peak, child runs)
 
 BATCH, STEPS = 100, 28
@@ -152,7 +153,7 @@ def write(result: dict, out: Path) -> None:
             f"({min(refs):,.0f}-{max(refs):,.0f}) | {r['target_images_per_s']:,.0f} | "
             f"{r['bound_images_per_s'] / r['reference_images_per_s']:.2f}x | "
             f"{verdict} |")
-    train_speed.save(out, lines, result)
+    speed_table.save(out, lines, result)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """Training throughput: the project's path against plain Keras and PyTorch, in one run.
 
 Usage: python bench/train_speed.py [--steps 150] [--warmup 30] [--models rnn lstm ...]
-                                   [--no-torch] [--out reports/bench-train]
+                                   [--no-torch] [--against DIR] [--out reports/bench-train]
 
 Per model of params.yaml, each measurement in a fresh process (so no setting leaks
 between them), images/s over ``--steps`` training steps of batch 100 after
@@ -17,10 +17,14 @@ a 150-step window, which made several models report the same 1,465 images/s):
   is whole calls, so it may be a few steps longer than ``--steps``;
 - torch: PyTorch's ``nn.RNN``/``nn.LSTM``/``nn.GRU`` in the same architecture,
   from a virtual environment this script creates in ``.bench/torch`` (PyTorch is
-  not a dependency of the project); ``--no-torch`` skips it.
+  not a dependency of the project); ``--no-torch`` skips it;
+- before (``--against DIR``): the project's path of another checkout (a git
+  worktree of an older commit), through that checkout's own bench script.
 
 Also the machine's fp32 matrix-multiply peak (2048 x 2048, with TensorFlow and
-with NumPy), GFLOP/s of every training (3 x the forward pass's multiply-adds x 2,
+with NumPy; TensorFlow's again at the start of every round, because this VM's
+speed drifts by more than the effects measured: each round's share of the peak
+is taken against that round's own peak), GFLOP/s of every training (3 x the forward pass's multiply-adds x 2,
 recurrent and input products and the classifier), and the machine. Writes
 ``<out>.md`` and ``<out>.json``. Uses data/split when it exists, else random pixels.
 """
@@ -39,6 +43,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+from speed_table import write  # noqa: E402  (the report)
 TORCH_VENV = ROOT / ".bench" / "torch"
 TORCH_PIN = "torch==2.13.0"
 GATES = {"simple_rnn": 1, "lstm": 4, "gru": 3}
@@ -136,9 +142,9 @@ def _timed(fn) -> float:
     return time.perf_counter() - start
 
 
-def _child(*args: str, python: str = sys.executable) -> dict:
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(ROOT)}
-    out = subprocess.run([python, *args], capture_output=True, text=True, env=env, cwd=ROOT)
+def _child(*args: str, python: str = sys.executable, root: Path = ROOT) -> dict:
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(root)}
+    out = subprocess.run([python, *args], capture_output=True, text=True, env=env, cwd=root)
     if out.returncode:
         raise SystemExit(f"bench: {' '.join(args)} failed:\n{out.stderr[-2000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -163,6 +169,9 @@ def main() -> None:
                     help="rounds; each round measures every model and implementation once, "
                          "so drifts in machine speed hit all alike; the median is reported")
     ap.add_argument("--no-torch", action="store_true")
+    ap.add_argument("--against", type=Path, metavar="DIR",
+                    help="also measure the project's path of the checkout DIR (a git worktree "
+                         "of another commit, with data/split), as 'before'")
     ap.add_argument("--variants", nargs="*", default=[],
                     choices=["fp32", "fused", "glibc", "xla", "bf16"],
                     help="also measure: fp32 = the project's path with train.precision fp32; "
@@ -196,13 +205,23 @@ def main() -> None:
               "steps": args.steps, "warmup": args.warmup, "batch": 100, "repeats": args.repeats,
               "peak_gflops": {k: _child(str(me), "--peak", k)["gflops"]
                               for k in ("tensorflow", "numpy")}, "models": {}}
+    if args.against:
+        result["before"] = subprocess.run(["git", "-C", str(args.against), "log", "-1",
+                                           "--format=%h"], capture_output=True,
+                                          text=True).stdout.strip() or str(args.against)
     tpy = None if args.no_torch else torch_python()
     runs: dict = {name: {} for name in names}
+    extra = (("before",) if args.against else ()) + (("torch",) if tpy else ())
+    result["peak_rounds"] = []
     for rnd in range(args.repeats):
+        result["peak_rounds"].append(_child(str(me), "--peak", "tensorflow")["gflops"])
         for name in names:
-            for impl in ("reference", "project", *args.variants) + (("torch",) if tpy else ()):
+            for impl in ("reference", "project", *args.variants, *extra):
                 if impl == "torch":
                     got = _child(str(ROOT / "bench" / "torch_rnns.py"), name, *common, python=tpy)
+                elif impl == "before":
+                    got = _child(str(args.against / "bench" / "train_speed.py"), "--measure",
+                                 "project", name, *common, root=args.against.resolve())
                 else:
                     got = _child(str(me), "--measure", impl, name, *common)
                 runs[name].setdefault(impl, []).append(got)
@@ -211,70 +230,11 @@ def main() -> None:
     for name in names:
         row = {"train_mflop_per_image": train_flops(params.models[name]) / 1e6}
         for impl, got in runs[name].items():
-            rates = sorted(g["images_per_s"] for g in got)
-            row[impl] = {**got[0], "images_per_s": statistics.median(rates), "all": rates}
+            rates = [g["images_per_s"] for g in got]  # in round order
+            row[impl] = {**got[0], "images_per_s": statistics.median(rates),
+                         "all": sorted(rates), "rounds": rates}
         result["models"][name] = row
     write(result, Path(args.out))
-
-
-def _rate(m: dict) -> str:
-    rates = m.get("all") or [m["images_per_s"]]
-    return f"{m['images_per_s']:,.0f} ({min(rates):,.0f}-{max(rates):,.0f})"
-
-
-def write(result: dict, out: Path) -> None:
-    m = result["machine"]
-    pk = result["peak_gflops"]
-    lines = [
-        "# Training throughput: project vs plain Keras vs PyTorch",
-        "",
-        f"Machine: **{m['cpu_model']}**, {m['cpu_count']} cores, ISA: {m['isa_flags']}; "
-        f"TensorFlow {m['tensorflow']}, Python {m['python']}.",
-        f"fp32 matmul peak (2048², all cores): TensorFlow {pk['tensorflow']:.0f} GFLOP/s, "
-        f"NumPy {pk['numpy']:.0f} GFLOP/s. Project kernel: `{result['kernel']}`"
-        + (f" ({result['resolved']})." if result.get("resolved") else "."),
-        f"Steady state: {result['steps']} steps of batch {result['batch']} after "
-        f"{result['warmup']} warm-up steps, timed to the end of the last step, each in a "
-        "fresh process; median of "
-        f"{result['repeats']} interleaved rounds (range in brackets). "
-        f"Command: `{result.get('command', 'python bench/train_speed.py')}`"
-        " (`make bench` runs it without arguments).",
-        "",
-        "| model | MFLOP/image | plain Keras img/s | project img/s | ratio | project GFLOP/s "
-        "| % of TF peak | PyTorch img/s | project / PyTorch |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
-    for name, r in result["models"].items():
-        ref, ours = r["reference"]["images_per_s"], r["project"]["images_per_s"]
-        gf = ours * r["train_mflop_per_image"] / 1e3
-        torch = r.get("torch", {}).get("images_per_s")
-        lines.append(
-            f"| {name} | {r['train_mflop_per_image']:.1f} | {_rate(r['reference'])} | "
-            f"{_rate(r['project'])} | {ours / ref:.2f}x | {gf:.1f} | "
-            f"{100 * gf / pk['tensorflow']:.0f}% | "
-            + (f"{_rate(r['torch'])} | {ours / torch:.2f}x |" if torch else "- | - |"))
-    variants = [k for k in ("fp32", "fused", "glibc", "xla", "bf16")
-                if any(k in r for r in result["models"].values())]
-    if variants:
-        lines += ["", "Other paths (img/s, ratio to plain Keras): fp32 = the project's path "
-                  "with `train.precision: fp32`; fused = the project's path on "
-                  "pipeline.fused's TensorFlow ops (no C++ op); glibc = the project's path "
-                  "without pipeline.heap; xla = plain "
-                  "Keras with `jit_compile=True`; bf16 = plain Keras, `mixed_bfloat16`.", "",
-                  "| model | " + " | ".join(variants) + " |", "|---|" + "---|" * len(variants)]
-        for name, r in result["models"].items():
-            ref = r["reference"]["images_per_s"]
-            lines.append(f"| {name} | " + " | ".join(
-                f"{_rate(r[k])}, {r[k]['images_per_s'] / ref:.2f}x" for k in variants) + " |")
-    save(out, lines, result)
-
-
-def save(out: Path, lines: list[str], result: dict) -> None:
-    """``<out>.md`` (the table, also printed) and ``<out>.json`` (every number)."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
-    out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
-    print("\n".join(lines))
 
 
 if __name__ == "__main__":

@@ -34,7 +34,7 @@ from pathlib import Path
 
 log = logging.getLogger("pipeline.native")
 SOURCE = Path(__file__).with_name("native") / "fused_rnn.cc"
-HEADERS = (SOURCE.with_name("product.h"),)  # included by SOURCE: part of the cache key
+HEADERS = (SOURCE.with_name("product.h"), SOURCE.with_name("cells.h"))  # included by SOURCE: part of the cache key
 _failure: list[str] = []  # why the last load gave None
 
 

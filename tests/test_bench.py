@@ -42,6 +42,27 @@ def test_the_table_names_the_machine_the_ratio_and_the_spread(tmp_path):
     assert json.loads((tmp_path / "out.json").read_text())["models"]["lstm"]["project"]
 
 
+def test_each_rounds_share_of_the_peak_is_against_that_rounds_peak(tmp_path):
+    """The VM's speed drifts: a round's throughput is set against the peak measured
+    at the start of the same round, and the table gives the median and the range."""
+    rounds = [2000.0, 1000.0, 1500.0]  # images/s, in round order
+    rate = lambda rs: {"images_per_s": sorted(rs)[1], "all": sorted(rs), "rounds": rs}  # noqa: E731
+    result = {"machine": {"cpu_model": "Some CPU", "cpu_count": 2, "isa_flags": "avx2",
+                          "tensorflow": "2.x", "python": "3.11"},
+              "kernel": "auto", "steps": 10, "warmup": 2, "batch": 100, "repeats": 3,
+              "peak_gflops": {"tensorflow": 100.0, "numpy": 90.0},
+              "peak_rounds": [100.0, 50.0, 100.0], "before": "abc1234",
+              "models": {"lstm": {"train_mflop_per_image": 40.0, "reference": rate([500.0] * 3),
+                                  "project": rate(rounds), "before": rate([400.0] * 3)}}}
+    bench.write(result, tmp_path / "out")
+    text = (tmp_path / "out.md").read_text()
+    row = next(line for line in text.splitlines() if line.startswith("| lstm | 40.0"))
+    # 80, 40 and 60 GFLOP/s against peaks of 100, 50 and 100: 80%, 80%, 60%
+    assert "| 80% (60-80%) |" in row
+    assert "each round 100 / 50 / 100" in text
+    assert "before = the project's path at abc1234" in text and "400 (400-400), 0.80x" in text
+
+
 def _run(root, machine, minutes):
     runtime, evaluate = root / "metrics" / "runtime", {}
     runtime.mkdir(parents=True)
@@ -146,3 +167,22 @@ def test_run_times_round_to_whole_seconds_without_a_sixtieth(seconds, text):
     compare = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(compare)
     assert compare._mmss(seconds) == text
+
+
+def test_the_op_comparison_says_which_is_faster_and_whether_numerics_moved(tmp_path):
+    """bench/op_speed.py's table: the ratio per round and the bit-identity check."""
+    spec = importlib.util.spec_from_file_location("op_speed", ROOT / "bench" / "op_speed.py")
+    op_speed = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(op_speed)
+    result = {"machine": {"cpu_model": "Some CPU", "cpu_count": 2, "isa_flags": "avx2",
+                          "tensorflow": "2.x"}, "against": "abc1234", "bf16": False,
+              "command": "python bench/op_speed.py --against abc1234",
+              "cells": {"lstm": {"us": {"before": [100.0, 110.0, 90.0], "now": [90.0, 88.0, 81.0]},
+                                 "ratios": [0.9, 0.8, 0.9], "bit_identical": False},
+                        "relu": {"us": {"before": [10.0] * 3, "now": [10.0] * 3},
+                                 "ratios": [1.0] * 3, "bit_identical": True}}}
+    op_speed.write(result, tmp_path / "op")
+    text = (tmp_path / "op.md").read_text()
+    assert "Some CPU" in text and "fp32" in text and "before (abc1234)" in text
+    assert "| lstm | 100 | 88 | 0.900 (0.80-0.90) | no |" in text
+    assert "| relu | 10 | 10 | 1.000 (1.00-1.00) | yes |" in text

@@ -17,6 +17,7 @@
 #include <string>
 
 #include "Eigen/Core"
+#include "cells.h"
 #include "product.h"
 #include "tensorflow/core/framework/op.h"
 #include "tensorflow/core/framework/op_kernel.h"
@@ -46,13 +47,6 @@ Cell ParseCell(const std::string& s) {
 
 int Gates(Cell c) { return c == kLstm ? 4 : c == kGru ? 3 : 1; }
 int Saved(Cell c) { return c == kLstm ? 6 : c == kGru ? 4 : 0; }  // per unit and step
-
-inline void Sigmoid(const float* in, float* out, int n) {
-  MapA(out, n) = CMapA(in, n).logistic();
-}
-inline void Tanh(const float* in, float* out, int n) {
-  MapA(out, n) = CMapA(in, n).tanh();
-}
 
 }  // namespace
 
@@ -151,51 +145,38 @@ class FusedRnnForwardOp : public CellOp {
     Mat xp_buf(B * T, ldx);
     input.Run(x_t.flat<float>().data(), F, B * T, xp_buf.data(), ldx, false);
     xp_buf.leftCols(GH).rowwise() += Eigen::Map<const Eigen::RowVectorXf>(bias_t.flat<float>().data(), GH);
-    const float* xp = xp_buf.data();
+    float* xp = xp_buf.data();
     const float* brec = b_t.flat<float>().data();
     float* hs = hs_t->flat<float>().data();
     float* saved = saved_t->flat<float>().data();  // time-major: read back step by step
     rnn::Product rec(u_t.flat<float>().data(), H, GH, /*transposed=*/false, bf16_);
-    const int ldz = rec.padded_n();
-    Mat zbuf(B, ldz);
-    float* z = zbuf.data();
+    const int ldz = rec.padded_n();  // == ldx: both products are N = GH wide
+    Mat zbuf(cell_ == kGru ? B : 0, ldz);
     for (int t = 0; t < T; ++t) {
       // row b of step t: xp + (b * T + t) * ldx, hs + (b * T + t) * H
       const float* hp = hs + (size_t)(t - 1) * H;
-      if (cell_ == kGru) {  // z holds the recurrent part alone: r multiplies it
+      // z (rows ldzs apart): what the gates read. The GRU's holds the recurrent part
+      // alone (r multiplies it); the others add it to the input's part in place in xp.
+      float* z = cell_ == kGru ? zbuf.data() : xp + (size_t)t * ldx;
+      const size_t ldzs = cell_ == kGru ? ldz : (size_t)T * ldx;
+      if (cell_ == kGru) {
         if (t) rec.Run(hp, T * H, B, z, ldz, false); else zbuf.setZero();
         for (int b = 0; b < B; ++b) MapA(z + (size_t)b * ldz, GH) += CMapA(brec, GH);
-      } else {
-        for (int b = 0; b < B; ++b)
-          MapA(z + (size_t)b * ldz, GH) = CMapA(xp + ((size_t)b * T + t) * ldx, GH);
-        if (t) rec.Run(hp, T * H, B, z, ldz, true);
+      } else if (t) {
+        rec.Run(hp, T * H, B, z, ldzs, true);
       }
       for (int b = 0; b < B; ++b) {
-        float* zr = z + (size_t)b * ldz;
+        float* zr = z + (size_t)b * ldzs;
         float* hr = hs + ((size_t)b * T + t) * H;
         const float* xr = xp + ((size_t)b * T + t) * ldx;
         const float* hpr = t ? hr - H : nullptr;
         float* s = saved + ((size_t)t * B + b) * S;
-        if (cell_ == kRelu) {
-          MapA(hr, H) = CMapA(zr, H).max(0.f);
-        } else if (cell_ == kTanh) {
-          Tanh(zr, hr, H);
-        } else if (cell_ == kLstm) {  // saved: i, f, g, o, c, tanh(c)
-          Sigmoid(zr, s, 2 * H);
-          Tanh(zr + 2 * H, s + 2 * H, H);
-          Sigmoid(zr + 3 * H, s + 3 * H, H);
-          MapA c(s + 4 * H, H), tc(s + 5 * H, H);
-          CMapA i(s, H), f(s + H, H), g(s + 2 * H, H), o(s + 3 * H, H);
-          if (t) c = f * CMapA(s - (size_t)B * S + 4 * H, H) + i * g; else c = i * g;
-          tc = c.tanh();
-          MapA(hr, H) = o * tc;
-        } else {  // GRU; saved: z, r, hh, rh
-          MapA(s, 2 * H) = (CMapA(xr, 2 * H) + CMapA(zr, 2 * H)).logistic();
-          MapA(s + 3 * H, H) = CMapA(zr + 2 * H, H);
-          MapA(s + 2 * H, H) = (CMapA(xr + 2 * H, H) + CMapA(s + H, H) * CMapA(zr + 2 * H, H)).tanh();
-          CMapA zz(s, H), hh(s + 2 * H, H);
-          if (hpr) MapA(hr, H) = hh + zz * (CMapA(hpr, H) - hh);
-          else MapA(hr, H) = hh - zz * hh;
+        if (cell_ == kRelu || cell_ == kTanh) {
+          rnn::cells::SimpleForward(cell_ == kRelu, zr, hr, H);
+        } else if (cell_ == kLstm) {
+          rnn::cells::LstmForward(zr, s, t ? s - (size_t)B * S + 4 * H : nullptr, hr, H);
+        } else {
+          rnn::cells::GruForward(xr, zr, s, hpr, hr, H);
         }
       }
     }
@@ -231,56 +212,41 @@ class FusedRnnBackwardOp : public CellOp {
     float* dx = dxp.data();
     rnn::Product back(u_t.flat<float>().data(), GH, H, /*transposed=*/true, bf16_);  // U^T
     const int ldh = back.padded_n();
-    rnn::AccumulateAtB grad_u(bf16_);
     const int ldu = bf16_ ? (GH + 15) / 16 * 16 : GH;
     Mat dU = Mat::Zero(H, ldu);       // sum over steps of h_{t-1}^T dz_t
+    rnn::SumAtB grad_u(bf16_, T - 1, B, H, GH, dU.data(), ldu);
     Eigen::RowVectorXf db = Eigen::RowVectorXf::Zero(GH);
-    Mat dz(B, GH);                    // d of what multiplies U at this step
+    // d of what multiplies U at this step, rows ldd apart: the GRU's own (its last gate
+    // differs from d xp), the others' is d xp itself, written in place in dxp
+    Mat dz_gru(cell_ == kGru ? B : 0, GH);
+    const int ldd = cell_ == kGru ? GH : T * GH;
     Mat dh_next = Mat::Zero(B, ldh);  // from the step after: dz @ U^T (+ dh * z, GRU)
     Mat dc_next = Mat::Zero(B, H);    // LSTM: dc * f from the step after
-    Arr dh(H), dc(H);
     for (int t = T - 1; t >= 0; --t) {
+      float* dz = cell_ == kGru ? dz_gru.data() : dx + (size_t)t * GH;
       for (int b = 0; b < B; ++b) {
         const size_t row = (size_t)b * T + t;
-        dh = CMapA(dhs + row * H, H) + CMapA(dh_next.data() + (size_t)b * ldh, H);
+        const float* dho = dhs + row * H;
+        float* dhn = dh_next.data() + (size_t)b * ldh;
         const float* h = hs + row * H;
         const float* s = saved + ((size_t)t * B + b) * S;
-        float* dzr = dz.data() + (size_t)b * GH;
-        float* dxr = dx + row * GH;
-        if (cell_ == kRelu) {
-          MapA(dzr, H) = (CMapA(h, H) > 0.f).select(dh, 0.f);
-        } else if (cell_ == kTanh) {
-          CMapA hh(h, H);
-          MapA(dzr, H) = dh * (1.f - hh * hh);
+        float* dzr = dz + (size_t)b * ldd;
+        if (cell_ == kRelu || cell_ == kTanh) {
+          rnn::cells::SimpleBackward(cell_ == kRelu, dho, dhn, h, dzr, H);
         } else if (cell_ == kLstm) {
-          CMapA i(s, H), f(s + H, H), g(s + 2 * H, H), o(s + 3 * H, H), tc(s + 5 * H, H);
-          MapA dcn(dc_next.data() + (size_t)b * H, H);
-          dc = dh * o * (1.f - tc * tc) + dcn;
-          MapA(dzr, H) = dc * g * i * (1.f - i);
-          if (t) MapA(dzr + H, H) = dc * CMapA(s - (size_t)B * S + 4 * H, H) * f * (1.f - f);
-          else MapA(dzr + H, H).setZero();
-          MapA(dzr + 2 * H, H) = dc * i * (1.f - g * g);
-          MapA(dzr + 3 * H, H) = dh * tc * o * (1.f - o);
-          dcn = dc * f;
-        } else {  // GRU: d xp differs from dz in its last gate (r multiplies U's part)
-          CMapA zz(s, H), r(s + H, H), hh(s + 2 * H, H), rh(s + 3 * H, H);
-          Arr hp = t ? Arr(CMapA(h - H, H)) : Arr::Zero(H);
-          MapA dzz(dxr, H), dr(dxr + H, H), dah(dxr + 2 * H, H);
-          dzz = dh * (hp - hh) * zz * (1.f - zz);
-          dah = dh * (1.f - zz) * (1.f - hh * hh);
-          dr = dah * rh * r * (1.f - r);
-          MapA(dzr, 2 * H) = CMapA(dxr, 2 * H);
-          MapA(dzr + 2 * H, H) = dah * r;
-          MapA(dh_next.data() + (size_t)b * ldh, H) = dh * zz;  // the direct path
+          rnn::cells::LstmBackward(dho, dhn, s, t ? s - (size_t)B * S + 4 * H : nullptr,
+                                   dc_next.data() + (size_t)b * H, dzr, H);
+        } else {  // d xp differs from dz in its last gate (r multiplies U's part)
+          rnn::cells::GruBackward(dho, dhn, s, t ? h - H : nullptr, dx + row * GH, dzr, H);
         }
       }
-      if (cell_ != kGru) SMapM(dx + (size_t)t * GH, B, GH, Strided((size_t)T * GH)) = dz;
-      else db += dz.colwise().sum();
+      if (cell_ == kGru) db += dz_gru.colwise().sum();
       if (t) {
-        grad_u.Run(hs + (size_t)(t - 1) * H, T * H, B, H, dz.data(), GH, dU.data(), ldu);
-        back.Run(dz.data(), GH, B, dh_next.data(), ldh, /*accumulate=*/cell_ == kGru);
+        grad_u.Add(hs + (size_t)(t - 1) * H, T * H, dz, ldd);
+        back.Run(dz, ldd, B, dh_next.data(), ldh, /*accumulate=*/cell_ == kGru);
       }
     }
+    grad_u.Finish();
     MapM(du_t->flat<float>().data(), H, GH) = dU.leftCols(GH);
     if (cell_ == kGru) std::copy(db.data(), db.data() + GH, db_t->flat<float>().data());
     // The input products' gradients over all steps at once.
@@ -290,10 +256,11 @@ class FusedRnnBackwardOp : public CellOp {
     Mat dx_in(B * T, ldf);
     back_in.Run(dx, GH, B * T, dx_in.data(), ldf, false);
     MapM(dxin_t->flat<float>().data(), B * T, F) = dx_in.leftCols(F);
-    rnn::AccumulateAtB grad_w(bf16_);
     const int ldw = bf16_ ? ldu : GH;
     Mat dW = Mat::Zero(F, ldw);
-    grad_w.Run(x_t.flat<float>().data(), F, B * T, F, dx, GH, dW.data(), ldw);
+    rnn::SumAtB grad_w(bf16_, 1, B * T, F, GH, dW.data(), ldw);
+    grad_w.Add(x_t.flat<float>().data(), F, dx, GH);
+    grad_w.Finish();
     MapM(dw_t->flat<float>().data(), F, GH) = dW.leftCols(GH);
   }
 };

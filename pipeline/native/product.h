@@ -7,11 +7,12 @@
 // multiply-adds of an fp32 FMA per instruction; the other operand is rounded to
 // bfloat16 per call and every sum is accumulated in fp32. Rounding is to nearest
 // even and the order of the sums is fixed, so results are deterministic.
-// `AccumulateAtB` is the weight gradient's C += A^T @ B, both operands new per call.
+// `SumAtB` is the weights' gradients: C += a sum of A^T @ B, both operands new per part.
 #pragma once
 
 #include <algorithm>
 #include <cstdint>
+#include <memory>
 #include <vector>
 
 #include "Eigen/Core"
@@ -45,15 +46,21 @@ inline __m512i Interleave(const float* r0, const float* r1, int n) {
 }
 
 // W (K x N, rows ldw apart) as [16-column block][row pair][16]: what Tile reads.
-inline void PackPairs(const float* w, int ldw, int K, int N, std::vector<uint32_t>& out) {
+// Block b's pair p goes to out[(b * kp_stride + p) * 16], so several W stack in one buffer.
+inline void PackPairsInto(const float* w, int ldw, int K, int N, uint32_t* out, size_t kp_stride) {
   const int kp = (K + 1) / 2, nb = (N + 15) / 16;
-  out.resize((size_t)nb * kp * 16);
   for (int b = 0; b < nb; ++b)
     for (int p = 0; p < kp; ++p) {
       const float* r0 = w + (size_t)(2 * p) * ldw + b * 16;
-      _mm512_storeu_si512(out.data() + ((size_t)b * kp + p) * 16,
+      _mm512_storeu_si512(out + ((size_t)b * kp_stride + p) * 16,
                           Interleave(r0, 2 * p + 1 < K ? r0 + ldw : nullptr, N - b * 16));
     }
+}
+
+inline void PackPairs(const float* w, int ldw, int K, int N, std::vector<uint32_t>& out) {
+  const int kp = (K + 1) / 2;
+  out.resize((size_t)(N + 15) / 16 * kp * 16);
+  PackPairsInto(w, ldw, K, N, out.data(), kp);
 }
 
 // A (M x K, rows lda apart) as pairs, row-major: a[m * kp + p] = (A[m, 2p], A[m, 2p+1]).
@@ -72,14 +79,13 @@ inline void RowPairs(const float* a, int lda, int M, int K, std::vector<uint32_t
   }
 }
 
-// A^T's pairs for A (K x M, rows lda apart), pair-major: a[p * mp + m] = (A[2p, m], A[2p+1, m]).
-inline void ColumnPairs(const float* a, int lda, int K, int M, int mp, std::vector<uint32_t>& out) {
+// A^T's pairs for A (K x M, rows lda apart), pair-major: out[p * mp + m] = (A[2p, m], A[2p+1, m]).
+inline void ColumnPairs(const float* a, int lda, int K, int M, int mp, uint32_t* out) {
   const int kp = (K + 1) / 2;
-  out.resize((size_t)kp * mp);
   for (int p = 0; p < kp; ++p)
     for (int m = 0; m < M; m += 16) {
       const float* r0 = a + (size_t)(2 * p) * lda + m;
-      _mm512_storeu_si512(out.data() + (size_t)p * mp + m,
+      _mm512_storeu_si512(out + (size_t)p * mp + m,
                           Interleave(r0, 2 * p + 1 < K ? r0 + lda : nullptr, M - m));
     }
 }
@@ -108,25 +114,28 @@ void Tile(const uint32_t* a, size_t rs, size_t ps, const uint32_t* w, int kp, in
     for (int v = 0; v < NV; ++v) _mm512_storeu_ps(c + (size_t)r * ldc + (b0 + v) * 16, acc[r][v]);
 }
 
-template <int NV>
+template <int MR, int NV>
 void Columns(const uint32_t* a, size_t rs, size_t ps, int M, const uint32_t* w, int kp, int b,
              float* c, int ldc, bool accumulate) {
   int m = 0;
-  for (; m + 4 <= M; m += 4)
-    Tile<4, NV>(a + m * rs, rs, ps, w, kp, b, c + (size_t)m * ldc, ldc, accumulate);
+  for (; m + MR <= M; m += MR)
+    Tile<MR, NV>(a + m * rs, rs, ps, w, kp, b, c + (size_t)m * ldc, ldc, accumulate);
   for (; m < M; ++m) Tile<1, NV>(a + m * rs, rs, ps, w, kp, b, c + (size_t)m * ldc, ldc, accumulate);
 }
 
-// C (M x 16*nb, ldc) = or += A @ W from pairs (see Tile for rs, ps) and packed W.
+// C (M x 16*nb, ldc) = or += A @ W from pairs (see Tile for rs, ps) and packed W. Every
+// element of C sums its pairs in order whatever the tiling, so tiles change no result.
 inline void Multiply(const uint32_t* a, size_t rs, size_t ps, int M, const uint32_t* w, int kp,
                      int nb, float* c, int ldc, bool accumulate) {
+  if (nb == 7)  // 100 columns (a layer's units): one pass of 3 x 7 tiles, 29 of 32 registers
+    return Columns<3, 7>(a, rs, ps, M, w, kp, 0, c, ldc, accumulate);
   for (int b = 0; b < nb; b += 5) {
     switch (std::min(5, nb - b)) {
-      case 5: Columns<5>(a, rs, ps, M, w, kp, b, c, ldc, accumulate); break;
-      case 4: Columns<4>(a, rs, ps, M, w, kp, b, c, ldc, accumulate); break;
-      case 3: Columns<3>(a, rs, ps, M, w, kp, b, c, ldc, accumulate); break;
-      case 2: Columns<2>(a, rs, ps, M, w, kp, b, c, ldc, accumulate); break;
-      default: Columns<1>(a, rs, ps, M, w, kp, b, c, ldc, accumulate);
+      case 5: Columns<4, 5>(a, rs, ps, M, w, kp, b, c, ldc, accumulate); break;
+      case 4: Columns<4, 4>(a, rs, ps, M, w, kp, b, c, ldc, accumulate); break;
+      case 3: Columns<4, 3>(a, rs, ps, M, w, kp, b, c, ldc, accumulate); break;
+      case 2: Columns<4, 2>(a, rs, ps, M, w, kp, b, c, ldc, accumulate); break;
+      default: Columns<4, 1>(a, rs, ps, M, w, kp, b, c, ldc, accumulate);
     }
   }
 }
@@ -183,30 +192,56 @@ class Product {
   std::vector<uint32_t> packed_, a_;
 };
 
-// C (M x N, ldc) += A^T @ B for A (K x M, rows lda apart) and B (K x N, contiguous),
-// both new at every call (the recurrent kernel's gradient, one step at a time).
-// With bf16, ldc must be at least N rounded up to 16.
-class AccumulateAtB {
+// C (M x N, ldc) += the sum over parts of A^T @ B, each part's A (K x M, rows lda
+// apart) and B (K x N, rows ldb apart) given by `Add` in turn, every part exactly once (the recurrent kernel's
+// gradient: one part per step; the input kernel's: one part). fp32 adds each part
+// when it comes (Eigen). bf16 packs each part when it comes and multiplies all at
+// `Finish`: every element of C goes through the same pairs in the same order as
+// with one product per part (so the same sums), but C is read and written once,
+// not once per part. With bf16, ldc must be at least N rounded up to 16.
+class SumAtB {
  public:
-  explicit AccumulateAtB(bool bf16) : bf16_(bf16) {}
-
-  void Run(const float* a, int lda, int K, int M, const float* b, int N, float* c, int ldc) {
+  SumAtB(bool bf16, int parts, int K, int M, int N, float* c, int ldc)
+      : bf16_(bf16), K_(K), M_(M), N_(N), ldc_(ldc), c_(c) {
 #if RNN_HAVE_BF16
     if (bf16_) {
-      const int kp = (K + 1) / 2, mp = (M + 15) / 16 * 16;
-      bf16::ColumnPairs(a, lda, K, M, mp, a_);
-      bf16::PackPairs(b, N, K, N, packed_);
-      return bf16::Multiply(a_.data(), 1, mp, M, packed_.data(), kp, (N + 15) / 16, c, ldc, true);
+      kpb_ = (K + 1) / 2;
+      mp_ = (M + 15) / 16 * 16;
+      kp_ = (size_t)parts * kpb_;  // not zeroed: every part is written before Finish reads it
+      a_.reset(new uint32_t[kp_ * mp_]);
+      b_.reset(new uint32_t[(size_t)(N + 15) / 16 * kp_ * 16]);
     }
 #endif
-    Eigen::Map<const Mat, 0, Strided> A(a, K, M, Strided(lda));
-    Eigen::Map<Mat, 0, Strided> C(c, M, N, Strided(ldc));
-    C.noalias() += A.transpose() * Eigen::Map<const Mat>(b, K, N);
+  }
+
+  void Add(const float* a, int lda, const float* b, int ldb) {
+#if RNN_HAVE_BF16
+    if (bf16_) {
+      bf16::ColumnPairs(a, lda, K_, M_, mp_, a_.get() + (size_t)added_ * kpb_ * mp_);
+      bf16::PackPairsInto(b, ldb, K_, N_, b_.get() + (size_t)added_ * kpb_ * 16, kp_);
+      ++added_;
+      return;
+    }
+#endif
+    Eigen::Map<const Mat, 0, Strided> A(a, K_, M_, Strided(lda));
+    Eigen::Map<Mat, 0, Strided> C(c_, M_, N_, Strided(ldc_));
+    C.noalias() += A.transpose() * Eigen::Map<const Mat, 0, Strided>(b, K_, N_, Strided(ldb));
+  }
+
+  void Finish() {
+#if RNN_HAVE_BF16
+    if (bf16_ && kp_)
+      bf16::Multiply(a_.get(), 1, mp_, M_, b_.get(), (int)kp_, (N_ + 15) / 16, c_, ldc_, true);
+#endif
   }
 
  private:
   bool bf16_;
-  std::vector<uint32_t> packed_, a_;
+  int K_, M_, N_, ldc_;
+  float* c_;
+  int kpb_ = 0, mp_ = 0, added_ = 0;
+  size_t kp_ = 0;
+  std::unique_ptr<uint32_t[]> a_, b_;
 };
 
 }  // namespace rnn

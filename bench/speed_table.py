@@ -1,0 +1,87 @@
+"""bench/train_speed.py's report: the table of a run (``<out>.md``) and its numbers (``<out>.json``).
+
+Why its own module: the measuring script stays about measuring; what the table
+says (ratios, shares of the peak against each round's own peak, the paths that
+did not help) is tested here without running anything.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+
+
+def _rate(m: dict) -> str:
+    rates = m.get("all") or [m["images_per_s"]]
+    return f"{m['images_per_s']:,.0f} ({min(rates):,.0f}-{max(rates):,.0f})"
+
+
+def _share(result: dict, r: dict) -> str:
+    """The project's share of the TensorFlow peak: per round against that round's
+    peak where the rounds measured one (median, range), else against the one peak."""
+    mflop, rounds = r["train_mflop_per_image"], r["project"].get("rounds")
+    if not (result.get("peak_rounds") and rounds):
+        return f"{100 * r['project']['images_per_s'] * mflop / 1e3 / result['peak_gflops']['tensorflow']:.0f}%"
+    shares = [100 * rate * mflop / 1e3 / pk for rate, pk in zip(rounds, result["peak_rounds"])]
+    return f"{statistics.median(shares):.0f}% ({min(shares):.0f}-{max(shares):.0f}%)"
+
+
+def write(result: dict, out: Path) -> None:
+    m = result["machine"]
+    pk = result["peak_gflops"]
+    lines = [
+        "# Training throughput: project vs plain Keras vs PyTorch",
+        "",
+        f"Machine: **{m['cpu_model']}**, {m['cpu_count']} cores, ISA: {m['isa_flags']}; "
+        f"TensorFlow {m['tensorflow']}, Python {m['python']}.",
+        f"fp32 matmul peak (2048², all cores): TensorFlow {pk['tensorflow']:.0f} GFLOP/s, "
+        f"NumPy {pk['numpy']:.0f} GFLOP/s"
+        + (", TensorFlow's at the start of each round {}".format(
+            " / ".join(f"{p:.0f}" for p in result["peak_rounds"]))
+           if result.get("peak_rounds") else "")
+        + f". Project kernel: `{result['kernel']}`"
+        + (f" ({result['resolved']})." if result.get("resolved") else "."),
+        f"Steady state: {result['steps']} steps of batch {result['batch']} after "
+        f"{result['warmup']} warm-up steps, timed to the end of the last step, each in a "
+        "fresh process; median of "
+        f"{result['repeats']} interleaved rounds (range in brackets). "
+        f"Command: `{result.get('command', 'python bench/train_speed.py')}`"
+        " (`make bench` runs it without arguments).",
+        "",
+        "| model | MFLOP/image | plain Keras img/s | project img/s | ratio | project GFLOP/s "
+        "| % of TF peak (of each round's) | PyTorch img/s | project / PyTorch |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, r in result["models"].items():
+        ref, ours = r["reference"]["images_per_s"], r["project"]["images_per_s"]
+        gf = ours * r["train_mflop_per_image"] / 1e3
+        torch = r.get("torch", {}).get("images_per_s")
+        lines.append(
+            f"| {name} | {r['train_mflop_per_image']:.1f} | {_rate(r['reference'])} | "
+            f"{_rate(r['project'])} | {ours / ref:.2f}x | {gf:.1f} | "
+            f"{_share(result, r)} | "
+            + (f"{_rate(r['torch'])} | {ours / torch:.2f}x |" if torch else "- | - |"))
+    says = {"before": f"the project's path at {result.get('before')}",
+            "fp32": "the project's path with `train.precision: fp32`",
+            "fused": "the project's path on pipeline.fused's TensorFlow ops (no C++ op)",
+            "glibc": "the project's path without pipeline.heap",
+            "xla": "plain Keras with `jit_compile=True`", "bf16": "plain Keras, `mixed_bfloat16`"}
+    variants = [k for k in says if any(k in r for r in result["models"].values())]
+    if variants:
+        lines += ["", "Other paths (img/s, ratio to plain Keras): "
+                  + "; ".join(f"{k} = {says[k]}" for k in variants) + ".", "",
+                  "| model | " + " | ".join(variants) + " |", "|---|" + "---|" * len(variants)]
+        for name, r in result["models"].items():
+            ref = r["reference"]["images_per_s"]
+            lines.append(f"| {name} | " + " | ".join(
+                f"{_rate(r[k])}, {r[k]['images_per_s'] / ref:.2f}x" for k in variants) + " |")
+    save(out, lines, result)
+
+
+def save(out: Path, lines: list[str], result: dict) -> None:
+    """``<out>.md`` (the table, also printed) and ``<out>.json`` (every number)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
+    print("\n".join(lines))
