@@ -75,7 +75,8 @@ def table(base: Path, other: Path) -> str:
         "# The pipeline on two CPU kernel paths, one machine",
         "",
         f"Machine: **{b_m['cpu_model']}**, {b_m['cpu_count']} cores, ISA: {b_m['isa_flags']}; "
-        f"TensorFlow {b_m['tensorflow']}. Command: `python bench/kernel_path.py`.",
+        f"TensorFlow {b_m['tensorflow']}. Command: "
+        f"`{' '.join(['python', 'bench/kernel_path.py', *sys.argv[1:]])}`.",
         f"A = this checkout's run, kernels: {b_m.get('kernels', '?')}. "
         f"B = the same commit in a worktree, kernels: {o_m.get('kernels', '?')} "
         "(the path an AVX2-only CPU takes by default).",
