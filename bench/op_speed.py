@@ -32,6 +32,8 @@ GATES = {"relu": 1, "tanh": 1, "lstm": 4, "gru": 3}
 
 def build_before(rev: str, out_dir: Path) -> Path:
     """REV's op with its ops renamed, built as pipeline.native builds this checkout's."""
+    import os
+
     from pipeline import native
 
     for name in ("fused_rnn.cc", "product.h", "cells.h"):
@@ -44,7 +46,8 @@ def build_before(rev: str, out_dir: Path) -> Path:
             text = text.replace(op, op + ("_before" if op.islower() else "Before"))
         (out_dir / name).write_text(text)
     lib = out_dir / "before.so"
-    done = subprocess.run(native._command("g++", out_dir / "fused_rnn.cc", lib),
+    cxx = os.environ.get("CXX", "g++")  # as pipeline.native builds
+    done = subprocess.run(native._command(cxx, out_dir / "fused_rnn.cc", lib),
                           capture_output=True, text=True)
     if done.returncode:
         raise SystemExit(f"op_speed: building {rev}'s op failed:\n{done.stderr[-2000:]}")
@@ -94,6 +97,8 @@ def main() -> None:
     tf.config.threading.set_inter_op_parallelism_threads(1)
     tf.config.threading.set_intra_op_parallelism_threads(1)
     now = native.load()
+    if now is None:
+        raise SystemExit(f"op_speed: this checkout's op did not build: {native.why_not()}")
     bf16 = native.bf16_supported()
     with tempfile.TemporaryDirectory() as tmp:
         before = tf.load_op_library(str(build_before(args.against, Path(tmp))))

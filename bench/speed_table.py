@@ -1,4 +1,4 @@
-"""bench/train_speed.py's report: the table of a run (``<out>.md``) and its numbers (``<out>.json``).
+"""bench/train_speed.py's report: a run's table (``<out>.md``) and numbers (``<out>.json``).
 
 Why its own module: the measuring script stays about measuring; what the table
 says (ratios, shares of the peak against each round's own peak, the paths that
@@ -22,7 +22,8 @@ def _share(result: dict, r: dict) -> str:
     peak where the rounds measured one (median, range), else against the one peak."""
     mflop, rounds = r["train_mflop_per_image"], r["project"].get("rounds")
     if not (result.get("peak_rounds") and rounds):
-        return f"{100 * r['project']['images_per_s'] * mflop / 1e3 / result['peak_gflops']['tensorflow']:.0f}%"
+        peak = result["peak_gflops"]["tensorflow"]
+        return f"{100 * r['project']['images_per_s'] * mflop / 1e3 / peak:.0f}%"
     shares = [100 * rate * mflop / 1e3 / pk for rate, pk in zip(rounds, result["peak_rounds"])]
     return f"{statistics.median(shares):.0f}% ({min(shares):.0f}-{max(shares):.0f}%)"
 

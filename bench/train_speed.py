@@ -24,8 +24,9 @@ a 150-step window, which made several models report the same 1,465 images/s):
 Also the machine's fp32 matrix-multiply peak (2048 x 2048, with TensorFlow and
 with NumPy; TensorFlow's again at the start of every round, because this VM's
 speed drifts by more than the effects measured: each round's share of the peak
-is taken against that round's own peak), GFLOP/s of every training (3 x the forward pass's multiply-adds x 2,
-recurrent and input products and the classifier), and the machine. Writes
+is taken against that round's own peak), GFLOP/s of every training (3 x the
+forward pass's multiply-adds x 2, recurrent and input products and the
+classifier), and the machine. Writes
 ``<out>.md`` and ``<out>.json``. Uses data/split when it exists, else random pixels.
 """
 
@@ -206,6 +207,9 @@ def main() -> None:
               "peak_gflops": {k: _child(str(me), "--peak", k)["gflops"]
                               for k in ("tensorflow", "numpy")}, "models": {}}
     if args.against:
+        if not (args.against / "data" / "split" / "train.npz").exists():
+            print(f"bench: {args.against}/data/split/train.npz missing: 'before' trains on "
+                  "random pixels (link this checkout's data/split there)", file=sys.stderr)
         result["before"] = subprocess.run(["git", "-C", str(args.against), "log", "-1",
                                            "--format=%h"], capture_output=True,
                                           text=True).stdout.strip() or str(args.against)

@@ -66,7 +66,8 @@ inline void SimpleBackward(bool relu, const float* dh_out, const float* dh_next,
   for (int j = 0; j < H; j += kWidth) {
     const int n = H - j;
     const P dh = Load(dh_out + j, n) + Load(dh_next + j, n), hh = Load(h + j, n);
-    const P d = relu ? Eigen::internal::pselect(Eigen::internal::pcmp_lt(Set(0.f), hh), dh, Set(0.f))
+    const P zero = Set(0.f);
+    const P d = relu ? Eigen::internal::pselect(Eigen::internal::pcmp_lt(zero, hh), dh, zero)
                      : dh * (Set(1.f) - hh * hh);
     Store(dz + j, d, n);
   }

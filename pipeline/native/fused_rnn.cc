@@ -26,10 +26,6 @@
 using namespace tensorflow;
 using Mat = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
 using MapM = Eigen::Map<Mat>;
-using CMapM = Eigen::Map<const Mat>;
-using Strided = Eigen::OuterStride<>;
-using SMapM = Eigen::Map<Mat, 0, Strided>;
-using CSMapM = Eigen::Map<const Mat, 0, Strided>;
 using Arr = Eigen::Array<float, Eigen::Dynamic, 1>;
 using MapA = Eigen::Map<Arr>;
 using CMapA = Eigen::Map<const Arr>;

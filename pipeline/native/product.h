@@ -123,8 +123,8 @@ void Columns(const uint32_t* a, size_t rs, size_t ps, int M, const uint32_t* w, 
   for (; m < M; ++m) Tile<1, NV>(a + m * rs, rs, ps, w, kp, b, c + (size_t)m * ldc, ldc, accumulate);
 }
 
-// C (M x 16*nb, ldc) = or += A @ W from pairs (see Tile for rs, ps) and packed W. Every
-// element of C sums its pairs in order whatever the tiling, so tiles change no result.
+// C (M x 16*nb, ldc) = or += A @ W from pairs (see Tile for rs, ps) and packed W.
+// Every element of C sums its pairs in order whatever the tiling: tiles change no bit.
 inline void Multiply(const uint32_t* a, size_t rs, size_t ps, int M, const uint32_t* w, int kp,
                      int nb, float* c, int ldc, bool accumulate) {
   if (nb == 7)  // 100 columns (a layer's units): one pass of 3 x 7 tiles, 29 of 32 registers
@@ -193,12 +193,13 @@ class Product {
 };
 
 // C (M x N, ldc) += the sum over parts of A^T @ B, each part's A (K x M, rows lda
-// apart) and B (K x N, rows ldb apart) given by `Add` in turn, every part exactly once (the recurrent kernel's
-// gradient: one part per step; the input kernel's: one part). fp32 adds each part
-// when it comes (Eigen). bf16 packs each part when it comes and multiplies all at
-// `Finish`: every element of C goes through the same pairs in the same order as
-// with one product per part (so the same sums), but C is read and written once,
-// not once per part. With bf16, ldc must be at least N rounded up to 16.
+// apart) and B (K x N, rows ldb apart) given by `Add` in turn (the recurrent
+// kernel's gradient: one part per step; the input kernel's: one part). fp32 adds
+// each part when it comes (Eigen). bf16 packs each part when it comes and
+// multiplies all at `Finish`: every element of C goes through the same pairs in
+// the same order as with one product per part (so the same sums), but C is read
+// and written once, not once per part. With bf16, ldc must be at least N rounded
+// up to 16.
 class SumAtB {
  public:
   SumAtB(bool bf16, int parts, int K, int M, int N, float* c, int ldc)
@@ -207,7 +208,7 @@ class SumAtB {
     if (bf16_) {
       kpb_ = (K + 1) / 2;
       mp_ = (M + 15) / 16 * 16;
-      kp_ = (size_t)parts * kpb_;  // not zeroed: every part is written before Finish reads it
+      kp_ = (size_t)parts * kpb_;  // not zeroed here: Add writes each part, Finish the rest
       a_.reset(new uint32_t[kp_ * mp_]);
       b_.reset(new uint32_t[(size_t)(N + 15) / 16 * kp_ * 16]);
     }
@@ -230,8 +231,13 @@ class SumAtB {
 
   void Finish() {
 #if RNN_HAVE_BF16
-    if (bf16_ && kp_)
-      bf16::Multiply(a_.get(), 1, mp_, M_, b_.get(), (int)kp_, (N_ + 15) / 16, c_, ldc_, true);
+    if (!bf16_ || !kp_) return;
+    // parts never added become zero pairs on both sides: they add nothing
+    const size_t done = (size_t)added_ * kpb_, nb = (N_ + 15) / 16;
+    std::fill(a_.get() + done * mp_, a_.get() + kp_ * mp_, 0u);
+    for (size_t b = 0; b < nb; ++b)
+      std::fill(b_.get() + (b * kp_ + done) * 16, b_.get() + (b + 1) * kp_ * 16, 0u);
+    bf16::Multiply(a_.get(), 1, mp_, M_, b_.get(), (int)kp_, (int)nb, c_, ldc_, true);
 #endif
   }
 
