@@ -49,10 +49,12 @@ TRAINING_SLOTS ?= 2
 .PHONY: setup repro test test-slow test-cluster diff seeds tutorial bench airflow-standalone airflow-trigger \
         lock clean-venv cluster-up cluster-trigger cluster-down
 
-$(STAMP): requirements.txt constraints.txt
+# The project installed editable with its test extras; constraints.txt pins every
+# transitive version (`make lock` regenerates it from the venv).
+$(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -r requirements.txt -c constraints.txt
+	$(BIN)/pip install -q -e '.[test]' -c constraints.txt
 	touch $@
 
 setup: $(STAMP)
@@ -71,10 +73,10 @@ test-cluster: $(STAMP)
 	$(BIN)/python -m pytest -m cluster
 
 diff: $(STAMP)
-	$(BIN)/python -m pipeline.diff --rev $(REV)
+	$(BIN)/python -m pipeline.review.diff --rev $(REV)
 
 seeds: $(STAMP)
-	$(BIN)/python -m pipeline.seeds --n $(N)
+	$(BIN)/python -m pipeline.review.seeds --n $(N)
 
 # The tutorial's exact protocol (constant lr 0.001, up to 50 epochs, validation every
 # 10 steps) as the DVC experiment `tutorial`: one switch away from the default recipe.
@@ -118,5 +120,5 @@ clean-venv:
 # champion") beside the MNIST test set: data/raw if fetched, else the local mirror.
 .PHONY: pictures-accuracy
 pictures-accuracy: $(STAMP)
-	$(BIN)/python -m pipeline.pictures score $(if $(MODEL),--model $(MODEL)) \
+	$(BIN)/python -m pipeline.serve.pictures score $(if $(MODEL),--model $(MODEL)) \
 		--mnist $(or $(wildcard data/raw),$(DATA_MIRROR_DIR),data/raw)

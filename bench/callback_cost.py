@@ -3,7 +3,7 @@
 Usage: python bench/callback_cost.py [MODEL] [STEPS] [ROUNDS]   (default lstm 150 3)
 
 TerminateOnNaN reads every step's loss, so Keras must wait for each step's result
-before it queues the next one. ``pipeline/train.py`` used to replace it with a
+before it queues the next one. ``pipeline/stages/train.py`` used to replace it with a
 once-per-check test because it seemed to cost a tenth of the step time; that was
 tf.data's autotune wait. This measures the callback alone: the project's path
 (``train.compiled``, ``inputs.training``, random pixels), one process, a warm-up fit,
@@ -24,7 +24,10 @@ def main() -> None:
     import keras
     import numpy as np
 
-    from pipeline import config, inputs, runtime, train
+    from pipeline import config
+    from pipeline.rnn import inputs
+    from pipeline import runtime
+    from pipeline.stages import train
 
     name, steps, rounds = (sys.argv[1:] + ["lstm", "150", "3"][len(sys.argv) - 1:])[:3]
     steps, rounds = int(steps), int(rounds)

@@ -23,7 +23,10 @@ def main() -> None:
     import keras
     import numpy as np
 
-    from pipeline import config, inputs, runtime, train
+    from pipeline import config
+    from pipeline.rnn import inputs
+    from pipeline import runtime
+    from pipeline.stages import train
 
     name, steps, reps = (sys.argv[1:] + ["lstm", "150", "6"][len(sys.argv) - 1:])[:3]
     steps, reps = int(steps), int(reps)

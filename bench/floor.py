@@ -3,7 +3,7 @@
 Usage: python bench/floor.py [--models rnn lstm ...] [--rounds 3] [--out reports/bench-floor]
 
 Why: issue 8 asks for 2x plain Keras's training throughput (or 80% of the matmul
-peak where 2x would pass it). Every path tried (Keras' loops, pipeline/fused.py,
+peak where 2x would pass it). Every path tried (Keras' loops, pipeline/rnn/fused.py,
 XLA, bf16, PyTorch's native kernels) lands within about 1.2x. This asks whether
 the target is reachable at all, by a bound that favours it:
 
@@ -89,7 +89,8 @@ def main() -> None:
         print(json.dumps({"seconds": chain_seconds(*args.chain)}))
         return
 
-    from pipeline import config, runtime
+    from pipeline import config
+    from pipeline import runtime
 
     params = config.load(ROOT / "params.yaml")
     names = args.models or list(params.models)

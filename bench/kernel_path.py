@@ -11,7 +11,7 @@ the recipe's accuracy must hold there too. Where no such machine is at hand, the
 default ``--env`` makes this one take the same path: oneDNN off (as TensorFlow
 decides by default on a CPU without VNNI/BF16/AMX), oneDNN's remaining
 uses (its matrix products inside Eigen) capped at AVX2, and the recurrent
-layers' C++ op built for AVX2 (``pipeline.native``), hence with fp32 products. The speed of that run says
+layers' C++ op built for AVX2 (``pipeline.rnn.native``), hence with fp32 products. The speed of that run says
 nothing about an AVX2 machine's speed; its accuracy is the recipe's on that path.
 
 Runs ``dvc repro -f`` of this checkout's HEAD in a git worktree (sharing

@@ -6,7 +6,7 @@ Usage: python bench/op_speed.py --against REV [--cells lstm gru relu] [--rounds 
 Why: on this project's VMs the speed of the machine drifts by more than a change
 to the op moves it, between processes minutes apart and within one. So both ops
 load into one process (REV's sources from git, its ops renamed ``...Before``,
-built with the same command as ``pipeline.native``) and take turns, round by
+built with the same command as ``pipeline.rnn.native``) and take turns, round by
 round, on the same inputs: two stacked layers of a batch part (50 x 28 steps,
 28 then 100 features, 100 units), forward and backward, on one thread, bf16
 products where the build has them. Reports each op's median time per call, the
@@ -31,13 +31,13 @@ GATES = {"relu": 1, "tanh": 1, "lstm": 4, "gru": 3}
 
 
 def build_before(rev: str, out_dir: Path) -> Path:
-    """REV's op with its ops renamed, built as pipeline.native builds this checkout's."""
+    """REV's op with its ops renamed, built as pipeline.rnn.native builds this checkout's."""
     import os
 
-    from pipeline import native
+    from pipeline.rnn import native
 
     for name in ("fused_rnn.cc", "product.h", "cells.h"):
-        shown = subprocess.run(["git", "-C", str(ROOT), "show", f"{rev}:pipeline/native/{name}"],
+        shown = subprocess.run(["git", "-C", str(ROOT), "show", f"{rev}:pipeline/rnn/native/{name}"],
                                capture_output=True, text=True)
         if shown.returncode:
             continue  # a header that commit did not have
@@ -46,7 +46,7 @@ def build_before(rev: str, out_dir: Path) -> Path:
             text = text.replace(op, op + ("_before" if op.islower() else "Before"))
         (out_dir / name).write_text(text)
     lib = out_dir / "before.so"
-    cxx = os.environ.get("CXX", "g++")  # as pipeline.native builds
+    cxx = os.environ.get("CXX", "g++")  # as pipeline.rnn.native builds
     done = subprocess.run(native._command(cxx, out_dir / "fused_rnn.cc", lib),
                           capture_output=True, text=True)
     if done.returncode:
@@ -89,7 +89,9 @@ def main() -> None:
     ap.add_argument("--out", default="reports/bench-op")
     args = ap.parse_args()
 
-    from pipeline import heap, native, runtime
+    from pipeline.rnn import heap
+    from pipeline.rnn import native
+    from pipeline import runtime
     heap.keep_freed_memory()  # as train.compiled does
     import numpy as np
     import tensorflow as tf

@@ -65,8 +65,8 @@ def write(result: dict, out: Path) -> None:
             + (f"{_rate(r['torch'])} | {ours / torch:.2f}x |" if torch else "- | - |"))
     says = {"before": f"the project's path at {result.get('before')}",
             "fp32": "the project's path with `train.precision: fp32`",
-            "fused": "the project's path on pipeline.fused's TensorFlow ops (no C++ op)",
-            "glibc": "the project's path without pipeline.heap",
+            "fused": "the project's path on pipeline.rnn.fused's TensorFlow ops (no C++ op)",
+            "glibc": "the project's path without pipeline.rnn.heap",
             "xla": "plain Keras with `jit_compile=True`", "bf16": "plain Keras, `mixed_bfloat16`"}
     variants = [k for k in says if any(k in r for r in result["models"].values())]
     if variants:

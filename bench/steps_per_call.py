@@ -34,7 +34,10 @@ def main() -> None:
     import keras
     import numpy as np
 
-    from pipeline import config, inputs, runtime, train
+    from pipeline import config
+    from pipeline.rnn import inputs
+    from pipeline import runtime
+    from pipeline.stages import train
 
     params = config.load(ROOT / "params.yaml")
     with np.load(ROOT / "data" / "split" / "train.npz") as z:

@@ -3,7 +3,7 @@
 Usage: python bench/train_one.py MODEL [--batch 100] [--lr 0.001] [--epochs 10]
                                  [--out /tmp/probe] [--split data/split]
 
-Runs ``pipeline.train.run`` exactly as the stage does (same callbacks, checkpoint
+Runs ``pipeline.stages.train.run`` exactly as the stage does (same callbacks, checkpoint
 choice, determinism) with ``train.batch_size``, ``learning_rate`` and ``epochs``
 overridden and validation once per epoch, then tests the best checkpoint on the
 split's test set. Prints one JSON line. Needs ``data/split`` (``dvc repro split``).
@@ -22,7 +22,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipeline import config, model, split, train  # noqa: E402
+from pipeline.data import arrays
+from pipeline import config  # noqa: E402
+from pipeline.rnn import model
+from pipeline.stages import split
+from pipeline.stages import train
 
 
 def main() -> None:
@@ -44,7 +48,7 @@ def main() -> None:
     start = time.time()
     summary = train.run(args.model, params, split_dir=args.split, checkpoint=out / "model.keras",
                         log_dir=out / "live", work_dir=out / "work")
-    x, y = split.load(args.split, "test")
+    x, y = arrays.load(args.split, "test")
     pred = model.load(out / "model.keras").predict(x.astype("float32"), batch_size=1000, verbose=0)
     print(json.dumps({"model": args.model, "batch": args.batch, "lr": args.lr,
                       "epochs": args.epochs, "test_accuracy": float((pred.argmax(1) == y).mean()),

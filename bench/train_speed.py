@@ -11,9 +11,9 @@ a 150-step window, which made several models report the same 1,465 images/s):
 
 - reference: the tutorial's architecture from stock Keras layers, plain
   ``model.fit`` on NumPy arrays, Adam, stock TensorFlow settings;
-- project: what ``pipeline.train`` runs (``train.compiled``: params.yaml's
+- project: what ``pipeline.stages.train`` runs (``train.compiled``: params.yaml's
   kernel and precision, op determinism, the tf.data input pipeline, the stage's
-  steps per call and glibc keeping freed memory, ``pipeline.heap``); the window
+  steps per call and glibc keeping freed memory, ``pipeline.rnn.heap``); the window
   is whole calls, so it may be a few steps longer than ``--steps``;
 - torch: PyTorch's ``nn.RNN``/``nn.LSTM``/``nn.GRU`` in the same architecture,
   from a virtual environment this script creates in ``.bench/torch`` (PyTorch is
@@ -77,7 +77,11 @@ def measure_tf(impl: str, name: str, steps: int, warmup: int) -> dict:
     """One measurement in this process: images/s of ``impl`` training ``name``."""
     import keras
 
-    from pipeline import config, inputs, model, protocol, train
+    from pipeline import config
+    from pipeline.rnn import inputs
+    from pipeline.rnn import model
+    from pipeline.rnn import protocol
+    from pipeline.stages import train
 
     params = config.load(ROOT / "params.yaml")
     x, y, source = _data((steps + warmup) * 100)
@@ -103,7 +107,7 @@ def measure_tf(impl: str, name: str, steps: int, warmup: int) -> dict:
                 callbacks=[LastStep()])
     else:  # project (params.yaml as it is), fused (TensorFlow's ops), fp32 products or glibc
         if impl == "glibc":  # glibc's malloc as it comes: train.compiled's setting skipped
-            from pipeline import heap
+            from pipeline.rnn import heap
             heap.keep_freed_memory = lambda: False
         if impl in ("fused", "fp32"):
             changed = {"kernel": "fused"} if impl == "fused" else {"precision": "fp32"}
@@ -176,9 +180,9 @@ def main() -> None:
     ap.add_argument("--variants", nargs="*", default=[],
                     choices=["fp32", "fused", "glibc", "xla", "bf16"],
                     help="also measure: fp32 = the project's path with train.precision fp32; "
-                         "fused = every cell on pipeline.fused's TensorFlow ops (no C++ op) "
+                         "fused = every cell on pipeline.rnn.fused's TensorFlow ops (no C++ op) "
                          "in the project's path; glibc = the project's path with glibc's own "
-                         "malloc settings (no pipeline.heap); xla = the reference with "
+                         "malloc settings (no pipeline.rnn.heap); xla = the reference with "
                          "jit_compile; bf16 = "
                          "the reference with Keras' mixed_bfloat16 policy")
     ap.add_argument("--out", default="reports/bench-train")
@@ -192,7 +196,10 @@ def main() -> None:
         print(json.dumps({"gflops": peak(args.peak)}))
         return
 
-    from pipeline import config, kernels, native, runtime
+    from pipeline import config
+    from pipeline.rnn import kernels
+    from pipeline.rnn import native
+    from pipeline import runtime
 
     params = config.load(ROOT / "params.yaml")
     chosen = "native" if native.load() is not None else "TensorFlow ops"

@@ -1,7 +1,7 @@
 """Scheduled retraining: the DVC pipeline as an Airflow DAG, then publish the champion.
 
 Scheduling, retries and fan-out only; what each task does is in
-pipeline/orchestrate.py and pipeline/publish.py. The DAG's docs are
+pipeline/orchestration/orchestrate.py and pipeline/orchestration/publish.py. The DAG's docs are
 ``retrain()``'s docstring.
 """
 
@@ -9,22 +9,20 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from airflow.sdk import (Asset, ExceptionRetryPolicy, RetryAction, RetryRule, dag,
                          get_current_context, task)
 
-# The folder above dags/: the project checkout (local DAG folder) or this run's
-# copy of the repository (git DAG bundle). Tasks import pipeline/ from it; they
-# run in clones of their own (pipeline/workspace.py). Only path arithmetic here:
-# parsing reads no file and imports nothing heavy (tests/test_dag.py checks).
-PROJECT_DIR = Path(os.environ.get("PIPELINE_PROJECT_DIR") or Path(__file__).resolve().parent.parent)
-if str(PROJECT_DIR) not in sys.path:
-    sys.path.insert(0, str(PROJECT_DIR))
+from pipeline.orchestration import orchestrate  # standard library only at import
 
-from pipeline import orchestrate  # noqa: E402  (standard library only at import)
+# The folder above dags/: the project checkout (local DAG folder) or this run's
+# copy of the repository (git DAG bundle). Only path arithmetic here: parsing
+# reads no file and imports nothing heavy (tests/test_dag.py checks). `pipeline`
+# is the installed package (`make setup`); in a git bundle Airflow puts the
+# bundle's root on the import path, so the run's own commit is imported.
+PROJECT_DIR = Path(os.environ.get("PIPELINE_PROJECT_DIR") or Path(__file__).resolve().parent.parent)
 
 SCHEDULE = os.environ.get("RETRAIN_SCHEDULE", "@weekly")
 POOL = os.environ.get("RETRAIN_POOL", "training")
@@ -81,7 +79,7 @@ def retrain():
     → `train` (mapped: one instance per model in `params.yaml`, shown as
     `train[<model>]`, i.e. DVC's `train@<model>`) → `evaluate` → `publish`.
     Every task runs on any worker in a private clone of the run's commit
-    (`pipeline/workspace.py`): it pulls its stage's inputs from the DVC remote,
+    (`pipeline/orchestration/workspace.py`): it pulls its stage's inputs from the DVC remote,
     runs the stage through DVC (`dvc repro`, so an unchanged stage is skipped),
     pushes its outputs and hands its `dvc.lock` entry and metrics on through
     XCom. Workers share nothing but the git source and the DVC remote.
@@ -128,13 +126,13 @@ def retrain():
 
     @task(execution_timeout=timedelta(hours=1))
     def evaluate(trainings: list[dict]) -> dict:
-        from pipeline import workspace
+        from pipeline.orchestration import workspace
 
         return orchestrate.run_stage("evaluate", workspace.merge(list(trainings)), **where())
 
     @task(outlets=[CHAMPION])
     def publish(record: dict) -> dict:
-        from pipeline import publish as publish_lib
+        from pipeline.orchestration import publish as publish_lib
 
         context = get_current_context()
         summary = publish_lib.run(record, **where())

@@ -36,7 +36,7 @@ class StageError(RuntimeError):
 
 
 def _expected_errors() -> tuple[type[BaseException], ...]:
-    from pipeline.idx import IdxError
+    from pipeline.data.idx import IdxError
 
     return (StageError, config.ConfigError, IdxError, FileNotFoundError)
 
@@ -144,7 +144,7 @@ def kernels(flags: set[str], env=os.environ) -> str:
         on, why = platform.machine() in ("x86_64", "AMD64") and bool(
             flags & set(ONEDNN_DEFAULT_FLAGS)), "default for this CPU"
     caps = [f"{k}={env[k]}" for k in ("ONEDNN_MAX_CPU_ISA", "PIPELINE_NATIVE_MARCH")
-            if env.get(k)]  # the C++ op's target (pipeline.native) rounds too
+            if env.get(k)]  # the C++ op's target (pipeline.rnn.native) rounds too
     return f"{'oneDNN' if on else 'Eigen'} ({', '.join([why, *caps])})"
 
 

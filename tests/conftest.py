@@ -1,19 +1,14 @@
 """Shared test set-up."""
 
-import sys
-from pathlib import Path
-
-# `pytest` run as a script (not `python -m pytest`) does not put the repository
-# root on sys.path, so `import pipeline` would fail without this.
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
 import os
 import shutil
 import subprocess
+import sys
+from pathlib import Path
 
 import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
 
 TINY_PARAMS = ROOT / "tests" / "fixtures" / "params-tiny.yaml"
 FIXTURE_DIR = ROOT / "tests" / "fixtures" / "mnist-tiny"

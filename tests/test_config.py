@@ -101,7 +101,7 @@ def test_stage_cli_stops_on_bad_params_before_any_work(tmp_path):
     project = make_project(tmp_path / "p")
     text = (project / "params.yaml").read_text().replace("batch_size: 50", "batch_size: -5", 1)
     (project / "params.yaml").write_text(text)
-    proc = sh("python", "-m", "pipeline.fetch", cwd=project, check=False)
+    proc = sh("python", "-m", "pipeline.stages.fetch", cwd=project, check=False)
     assert proc.returncode == 1
     assert proc.stderr.strip().splitlines()[-1] == (
         "fetch: error: params.yaml: train.batch_size: Input should be greater than 0")

@@ -16,11 +16,11 @@ def test_every_stage_is_a_module_with_main_and_a_params_section():
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     for stage, spec in _dvc().items():
         body = spec.get("do", spec)
-        assert body["cmd"].startswith(f"python -m pipeline.{stage}"), stage
-        module = importlib.import_module(f"pipeline.{stage}")
+        assert body["cmd"].startswith(f"python -m pipeline.stages.{stage}"), stage
+        module = importlib.import_module(f"pipeline.stages.{stage}")
         assert callable(module.main) and callable(module.run)
-        assert module.__doc__ and "Params:" in module.__doc__, f"pipeline/{stage}.py docstring"
-        assert f"pipeline/{stage}.py" in body["deps"]
+        assert module.__doc__ and "Params:" in module.__doc__, f"pipeline/stages/{stage}.py docstring"
+        assert f"pipeline/stages/{stage}.py" in body["deps"]
         assert stage in params, f"params.yaml has no '{stage}' section"
         assert stage in [p.split(".")[0] for p in body["params"]]
 

@@ -1,4 +1,4 @@
-"""`pipeline.diff` (make diff), its Markdown, and the pull-request workflow that posts it."""
+"""`pipeline.review.diff` (make diff), its Markdown, and the pull-request workflow that posts it."""
 
 import importlib.resources
 import json
@@ -13,7 +13,8 @@ import pytest
 import yaml
 
 from conftest import ROOT, copy_project, sh
-from pipeline import diff, diff_report
+from pipeline.review import diff
+from pipeline.review import markdown
 
 WORKFLOWS = ROOT / ".github" / "workflows"
 
@@ -25,13 +26,13 @@ def test_params_diff_rows_say_what_changed():
                            "models.gru.cell": {"old": "gru", "new": "lstm"},
                            "train.warmup_steps": {"old": None, "new": 100},
                            "train.clipnorm": {"old": 1.0, "new": None}}}
-    rows = {r["param"]: r for r in diff_report.parse_params_diff(raw)}
+    rows = {r["param"]: r for r in markdown.parse_params_diff(raw)}
     assert rows["models.gru.units"]["change"] == "+4 (+50%)"
     assert rows["models.gru.cell"]["change"] == "changed"
     assert rows["train.warmup_steps"]["change"] == "added"
     assert rows["train.clipnorm"]["change"] == "removed"
-    rows = diff_report.parse_params_diff(raw)
-    table = "\n".join(diff_report.params_table(rows, "main", "workspace"))
+    rows = markdown.parse_params_diff(raw)
+    table = "\n".join(markdown.params_table(rows, "main", "workspace"))
     assert "| `models.gru.units` | `8` | `12` | +4 (+50%) |" in table
     assert "| `train.warmup_steps` | — | `100` | added |" in table
 
@@ -49,14 +50,14 @@ EVALUATE_DIFF = {
 
 
 def test_models_come_in_params_order_and_only_real_changes_count():
-    pairs = diff_report.metric_pairs({"m": EVALUATE_DIFF})["m"]
-    models = diff_report.model_metrics(pairs, order=["rnn", "lstm", "gru"])
+    pairs = markdown.metric_pairs({"m": EVALUATE_DIFF})["m"]
+    models = markdown.model_metrics(pairs, order=["rnn", "lstm", "gru"])
     assert list(models) == ["rnn", "lstm", "gru"]
     assert models["gru"]["per_class.2.f1"] == (0.0, 0.1538)
     # rnn's throughput moved, but it is re-measured on every evaluate run
-    assert diff_report.changed_models(models) == ["gru"]
-    assert diff_report.champion(pairs) == ("gru", "lstm")
-    assert list(diff_report.model_metrics(pairs)) == ["gru", "lstm", "rnn"]  # no order: by name
+    assert markdown.changed_models(models) == ["gru"]
+    assert markdown.champion(pairs) == ("gru", "lstm")
+    assert list(markdown.model_metrics(pairs)) == ["gru", "lstm", "rnn"]  # no order: by name
 
 
 @pytest.mark.parametrize("kind, old, new, value, delta", [
@@ -74,27 +75,27 @@ def test_models_come_in_params_order_and_only_real_changes_count():
     ("count", 818, None, "—", "removed"),
 ])
 def test_values_and_signed_changes_carry_units(kind, old, new, value, delta):
-    assert diff_report.fmt_value(kind, new) == value
-    assert diff_report.fmt_delta(kind, old, new) == delta
+    assert markdown.fmt_value(kind, new) == value
+    assert markdown.fmt_delta(kind, old, new) == delta
 
 
 def test_headline_table_has_models_as_rows_and_bolds_the_changed():
-    pairs = diff_report.metric_pairs({"m": EVALUATE_DIFF})["m"]
-    models = diff_report.model_metrics(pairs, order=["rnn", "lstm", "gru"])
-    lines = diff_report.headline_table(models, diff_report.ACCURACY, "main", "workspace", ["gru"])
+    pairs = markdown.metric_pairs({"m": EVALUATE_DIFF})["m"]
+    models = markdown.model_metrics(pairs, order=["rnn", "lstm", "gru"])
+    lines = markdown.headline_table(models, markdown.ACCURACY, "main", "workspace", ["gru"])
     assert lines[0].startswith("| model | test acc main | test acc workspace | Δ | val acc main")
     assert lines[2].startswith("| rnn | 98.00% | 98.00% | ±0 pp |")
     assert lines[4].startswith("| **gru** | 13.00% | 16.50% | +3.50 pp |")
-    per_class = diff_report.per_class_table(models, ["gru"], "main", "workspace")
+    per_class = markdown.per_class_table(models, ["gru"], "main", "workspace")
     assert per_class[0] == "| model | 2 | 10 |"  # classes in numeric order
     assert per_class[4] == "| gru Δ | +0.154 | ±0 |"
 
 
-def _lock(units=8, rnn_md5="a", split_md5="s", cmd="python -m pipeline.evaluate"):
+def _lock(units=8, rnn_md5="a", split_md5="s", cmd="python -m pipeline.stages.evaluate"):
     return {"schema": "2.0", "stages": {
-        "split": {"cmd": "python -m pipeline.split",
+        "split": {"cmd": "python -m pipeline.stages.split",
                   "outs": [{"path": "data/split", "md5": split_md5}]},
-        "train@rnn": {"cmd": "python -m pipeline.train rnn",
+        "train@rnn": {"cmd": "python -m pipeline.stages.train rnn",
                       "deps": [{"path": "data/split", "md5": split_md5}],
                       "params": {"params.yaml": {"models.rnn": {"units": units}}},
                       "outs": [{"path": "models/checkpoints/rnn.keras", "md5": rnn_md5}]},
@@ -105,23 +106,23 @@ def _lock(units=8, rnn_md5="a", split_md5="s", cmd="python -m pipeline.evaluate"
 
 def test_stage_changes_read_from_dvc_lock_say_why():
     old, new = _lock(), _lock(units=12, rnn_md5="b")
-    changes = diff_report.stage_changes(old, new, head_lock=old)
+    changes = markdown.stage_changes(old, new, head_lock=old)
     assert [s["stage"] for s in changes["reran"]] == ["train@rnn", "evaluate"]
     assert changes["unchanged"] == ["split"]
     train, evaluate = changes["reran"]
     assert train["why"] == ["params `models.rnn.units`"]
     assert evaluate["why"] == ["params `models.rnn.units`", "deps `models/checkpoints`"]
     assert not train["committed"]
-    assert diff_report.stage_changes(old, new, head_lock=new)["reran"][0]["committed"]
+    assert markdown.stage_changes(old, new, head_lock=new)["reran"][0]["committed"]
 
-    added = _lock(cmd="python -m pipeline.evaluate --fast")
+    added = _lock(cmd="python -m pipeline.stages.evaluate --fast")
     added["stages"]["train@gru"] = added["stages"]["train@rnn"]
     del added["stages"]["split"]
-    changes = diff_report.stage_changes(old, added)
+    changes = markdown.stage_changes(old, added)
     assert {s["stage"]: s["why"] for s in changes["reran"]} == {
         "evaluate": ["command"], "train@gru": ["new stage"]}
     assert changes["removed"] == ["split"]
-    assert diff_report.stage_changes(None, old)["reran"][0]["why"] == ["new stage"]
+    assert markdown.stage_changes(None, old)["reran"][0]["why"] == ["new stage"]
 
 
 def test_stale_stages_ignore_missing_data_and_downstream_outputs():
@@ -133,19 +134,19 @@ def test_stale_stages_ignore_missing_data_and_downstream_outputs():
         "train@gru": [{"changed deps": {"data/split": "deleted",
                                         "params.yaml": {"models.gru": "modified"}}},
                       {"changed outs": {"models/checkpoints/gru.keras": "not in cache"}}],
-        "train@rnn": [{"changed deps": {"pipeline/model.py": "modified"}}],
+        "train@rnn": [{"changed deps": {"pipeline/rnn/model.py": "modified"}}],
         "evaluate": [{"changed deps": {"models/checkpoints": "modified"}}, "changed command"],
     }
     lock = {"stages": {"split": {"outs": [{"path": "data/split"}]},
                        "train@gru": {"outs": [{"path": "models/checkpoints/gru.keras"}]}}}
-    assert diff_report.stale_stages(status, lock) == {
+    assert markdown.stale_stages(status, lock) == {
         "train@gru": ["params `models.gru`"],
-        "train@rnn": ["`pipeline/model.py` modified"],
+        "train@rnn": ["`pipeline/rnn/model.py` modified"],
         "evaluate": ["command"]}
 
 
 def _comparison(pairs, params=(), reran=()):
-    return diff_report.Comparison(
+    return markdown.Comparison(
         rev="main", rev_desc="`main`", new_desc="the workspace", params=list(params),
         pairs=pairs, stages={"reran": [{"stage": s, "why": ["x"], "committed": True}
                                        for s in reran],
@@ -153,7 +154,7 @@ def _comparison(pairs, params=(), reran=()):
 
 
 def test_render_says_when_the_champion_changed():
-    text = diff_report.render(_comparison({"metrics/evaluate.json": diff_report.metric_pairs(
+    text = markdown.render(_comparison({"metrics/evaluate.json": markdown.metric_pairs(
         {"m": EVALUATE_DIFF})["m"]}, reran=["train@gru", "evaluate"]), "main")
     assert "**champion changed: gru → lstm**" in text
     assert "DVC reran `train@gru`, `evaluate`" in text
@@ -162,7 +163,7 @@ def test_render_says_when_the_champion_changed():
 
 def test_render_without_changes_says_so_instead_of_empty_tables():
     same = {"models.rnn.test_accuracy": (0.9, 0.9), "champion": ("rnn", "rnn")}
-    text = diff_report.render(_comparison({"metrics/evaluate.json": same}), "main")
+    text = markdown.render(_comparison({"metrics/evaluate.json": same}), "main")
     assert "No model's results changed" in text
     assert "No param differs from `main`." in text
     assert "no stage was rerun" in text
@@ -228,7 +229,7 @@ def test_branch_that_changes_one_model_shows_exactly_that_model(tiny_repro, tmp_
     # As a pull request sees it: the rerun committed on the branch.
     sh("git", "add", "-A", cwd=project)
     sh("git", "commit", "-q", "-m", "wider gru", cwd=project)
-    proc = sh(sys.executable, "-m", "pipeline.diff", "--rev", "main", "--out", str(out),
+    proc = sh(sys.executable, "-m", "pipeline.review.diff", "--rev", "main", "--out", str(out),
               "--note", "from the test", cwd=project)
     assert "diff: report in" in proc.stdout
     report = (out / "report.md").read_text()
@@ -261,7 +262,7 @@ def test_same_revision_says_there_is_nothing_to_compare(tiny_repro, tmp_path):
 
 def test_revision_without_metrics_says_so(tiny_repro, tmp_path):
     # The fixture's first commit is the project before any `dvc repro`.
-    proc = sh(sys.executable, "-m", "pipeline.diff", "--rev", "HEAD~1", "--out",
+    proc = sh(sys.executable, "-m", "pipeline.review.diff", "--rev", "HEAD~1", "--out",
               str(tmp_path / "diff"), cwd=tiny_repro)
     assert "Nothing to compare: `HEAD~1` has no committed metrics (metrics/evaluate.json)" \
         in proc.stdout
@@ -269,7 +270,7 @@ def test_revision_without_metrics_says_so(tiny_repro, tmp_path):
 
 
 def test_unknown_revision_is_an_error(tiny_repro, tmp_path):
-    proc = sh(sys.executable, "-m", "pipeline.diff", "--rev", "no-such-branch", "--out",
+    proc = sh(sys.executable, "-m", "pipeline.review.diff", "--rev", "no-such-branch", "--out",
               str(tmp_path / "diff"), cwd=tiny_repro, check=False)
     assert proc.returncode == 2
     assert "no-such-branch: not a git revision" in proc.stderr
@@ -278,7 +279,7 @@ def test_unknown_revision_is_an_error(tiny_repro, tmp_path):
 def test_make_diff_keeps_its_interface_and_output_is_not_committed():
     makefile = (ROOT / "Makefile").read_text()
     assert "REV ?= main" in makefile
-    assert "-m pipeline.diff --rev $(REV)" in makefile
+    assert "-m pipeline.review.diff --rev $(REV)" in makefile
     ignored = subprocess.run(["git", "check-ignore", "-q", "reports/diff/report.md"], cwd=ROOT)
     assert ignored.returncode == 0
 
@@ -337,7 +338,7 @@ def test_pr_workflow_reruns_compares_and_updates_one_comment():
     for step in (runs["pull"], runs["repro"]):  # only with a remote, i.e. secrets
         assert step["if"] == "steps.remote.outputs.configured == 'true'"
     assert "secrets.DVC_REMOTE_URL" in runs["remote"]["env"]["DVC_REMOTE_URL"]
-    assert 'python -m pipeline.diff --rev "origin/$BASE_REF"' in runs["report"]["run"]
+    assert 'python -m pipeline.review.diff --rev "origin/$BASE_REF"' in runs["report"]["run"]
     assert "not rerun" in runs["report"]["run"]  # the note when secrets are missing
     comment = next(s for s in steps if "cml comment" in s.get("run", ""))
     assert "cml comment update" in comment["run"]

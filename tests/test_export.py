@@ -13,8 +13,10 @@ import numpy as np
 import pytest
 
 from conftest import FIXTURE_DIR, tool_env
-from pipeline import config, export, idx
-from pipeline import model as model_lib
+from pipeline import config
+from pipeline.serve import export
+from pipeline.data import idx
+from pipeline.rnn import model as model_lib
 
 # Runs in the fresh process: only TensorFlow and NumPy, no `pipeline`.
 LOADER = textwrap.dedent("""
@@ -43,7 +45,7 @@ LOADER = textwrap.dedent("""
 @pytest.fixture(scope="module", params=["keras", "fused"])
 def checkpoint(tmp_path_factory, request):
     """A small LSTM checkpoint with fixed random weights, saved as evaluate finds it,
-    from stock Keras layers and from pipeline.fused ones."""
+    from stock Keras layers and from pipeline.rnn.fused ones."""
     import keras
 
     keras.utils.set_random_seed(7)

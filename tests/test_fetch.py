@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from conftest import FIXTURE_DIR, TINY_PARAMS
-from pipeline import config, fetch
+from pipeline import config
+from pipeline.stages import fetch
 from pipeline.runtime import StageError
 
 

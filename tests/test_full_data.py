@@ -12,7 +12,12 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT
-from pipeline import config, fetch, split, train, validate
+from pipeline.data import arrays
+from pipeline import config
+from pipeline.stages import fetch
+from pipeline.stages import split
+from pipeline.stages import train
+from pipeline.stages import validate
 
 pytestmark = pytest.mark.slow
 
@@ -35,7 +40,7 @@ def full(tmp_path_factory):
 def test_full_mnist_validates_and_splits_like_the_tutorial(full):
     params, base, summary = full
     assert summary["success"] and summary["images"] == {"train": 60000, "test": 10000}
-    sizes = {part: len(split.load(base / "split", part)[1]) for part in ("train", "val", "test")}
+    sizes = {part: len(arrays.load(base / "split", part)[1]) for part in ("train", "val", "test")}
     assert sizes == {"train": 55000, "val": 5000, "test": 10000}
     assert json.loads((base / "validate.json").read_text())["expectations_failed"] == 0
 

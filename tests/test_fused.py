@@ -1,12 +1,13 @@
-"""pipeline.fused: the same function and the same gradients as Keras' stock layers,
-on TensorFlow ops (``fused``) and on the C++ op (``native``, pipeline.native)."""
+"""pipeline.rnn.fused: the same function and the same gradients as Keras' stock layers,
+on TensorFlow ops (``fused``) and on the C++ op (``native``, pipeline.rnn.native)."""
 
 import dataclasses
 
 import numpy as np
 import pytest
 
-from pipeline import config, model
+from pipeline import config
+from pipeline.rnn import model
 
 MODELS = config.load().models  # the real architectures (100 units)
 
@@ -34,7 +35,7 @@ def _grads(net, x, y):
 @pytest.fixture(params=["fused", "native"])
 def kernel(request):
     if request.param == "native":
-        from pipeline import native
+        from pipeline.rnn import native
 
         if native.load() is None:  # CI installs g++: there this must not skip
             pytest.skip(f"no native op here: {native.why_not()}")
@@ -69,7 +70,7 @@ def test_a_tanh_rnn_and_a_concat_bilstm_fuse_too(kernel):
 
 
 def test_auto_fuses_only_what_was_measured_faster_and_what_it_implements(monkeypatch):
-    from pipeline import native
+    from pipeline.rnn import native
 
     assert model.kernel_for(MODELS["lstm"], "auto") == (
         "native" if native.load() is not None else "keras")
@@ -113,7 +114,7 @@ def test_a_stock_copy_predicts_what_the_fused_model_predicts():
 @pytest.mark.parametrize("name", ["lstm", "gru", "rnn"])
 def test_bf16_products_stay_close_to_fp32_and_repeat_exactly(name):
     """train.precision bf16: bfloat16 inputs to the recurrent products, fp32 sums."""
-    from pipeline import native
+    from pipeline.rnn import native
 
     if native.load() is None or not native.bf16_supported():
         pytest.skip("needs the native op on a CPU with AVX512_BF16")

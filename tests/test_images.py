@@ -7,7 +7,8 @@ import pytest
 from PIL import Image
 
 from conftest import FIXTURE_DIR
-from pipeline import idx, images
+from pipeline.data import idx
+from pipeline.serve import images
 
 
 @pytest.fixture(scope="module")

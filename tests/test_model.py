@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from conftest import ROOT
-from pipeline import config, model
+from pipeline import config
+from pipeline.rnn import model
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""pipeline.native: the C++ op builds once per machine, and its absence is a clear fallback."""
+"""pipeline.rnn.native: the C++ op builds once per machine, and its absence is a clear fallback."""
 
 import dataclasses
 import os
@@ -6,7 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import config, kernels, native, train
+from pipeline import config
+from pipeline.rnn import kernels
+from pipeline.rnn import native
+from pipeline.stages import train
 from pipeline.runtime import StageError
 
 

@@ -1,4 +1,4 @@
-"""What the DAG's tasks do (pipeline/orchestrate.py, workspace.py, publish.py), on real DVC.
+"""What the DAG's tasks do (pipeline/orchestration/orchestrate.py, workspace.py, publish.py), on real DVC.
 
 Every task works in a private clone of the run's commit and hands on a record
 (dvc.lock entries and small outputs); data goes through the DVC remote. These
@@ -19,8 +19,10 @@ import pytest
 import yaml
 
 from conftest import copy_project, make_project, remote_holds_everything, sh, tool_env
-from pipeline import orchestrate, publish, workspace
-from pipeline.orchestrate import (DataValidationError, MirrorUnavailable, ParamsError,
+from pipeline.orchestration import orchestrate
+from pipeline.orchestration import publish
+from pipeline.orchestration import workspace
+from pipeline.orchestration.orchestrate import (DataValidationError, MirrorUnavailable, ParamsError,
                                   RemoteUnavailable, StageFailed)
 
 MODELS = ("rnn", "lstm", "gru", "bilstm")  # tests/fixtures/params-tiny.yaml
@@ -217,7 +219,7 @@ def test_publish_can_require_a_significant_gain(finished, tmp_path, caplog):
                                                  "require_significance: true"))
     sh("git", "commit", "-qam", "require a significant gain", cwd=project)
     strict = {**record, "commit": sh("git", "rev-parse", "HEAD", cwd=project).stdout.strip()}
-    with caplog.at_level("INFO", logger="pipeline.publish"):
+    with caplog.at_level("INFO", logger="pipeline.orchestration.publish"):
         result = publish.run(strict, "run-2", project=project)
     words = [r.getMessage() for r in caplog.records if "validation set" in r.getMessage()]
     assert words and "fixed" in words[0] and "broken" in words[0], caplog.text

@@ -6,8 +6,9 @@ from collections import Counter
 from PIL import Image
 
 from conftest import FIXTURE_DIR, ROOT
-from pipeline import config, pictures
-from pipeline import model as model_lib
+from pipeline import config
+from pipeline.serve import pictures
+from pipeline.rnn import model as model_lib
 
 SET = ROOT / "data" / "pictures"
 

@@ -1,4 +1,4 @@
-"""``python -m pipeline.predict``: output, model choice, and every bad-file case.
+"""``python -m pipeline.serve.predict``: output, model choice, and every bad-file case.
 
 A bad file must cost one stderr line naming it while the other files are
 still predicted, and the exit status must say that something failed.
@@ -12,8 +12,11 @@ import pytest
 from PIL import Image
 
 from conftest import FIXTURE_DIR, ROOT, sh
-from pipeline import config, export, idx, predict
-from pipeline import model as model_lib
+from pipeline import config
+from pipeline.serve import export
+from pipeline.data import idx
+from pipeline.serve import predict
+from pipeline.rnn import model as model_lib
 
 TEST_IMAGES = FIXTURE_DIR / "t10k-images-idx3-ubyte.gz"
 
@@ -146,7 +149,7 @@ def test_champion_by_default_then_by_name_then_the_export(ckpt, good, tmp_path, 
 
 def test_command_line_exit_status(ckpt, good, tmp_path):
     (tmp_path / "empty.jpg").write_bytes(b"")
-    proc = sh("python", "-m", "pipeline.predict", str(good), str(tmp_path / "empty.jpg"),
+    proc = sh("python", "-m", "pipeline.serve.predict", str(good), str(tmp_path / "empty.jpg"),
               "--model", str(ckpt), cwd=ROOT, check=False)
     assert proc.returncode == 1
     # TensorFlow's C++ start-up lines (absl, oneDNN, CUDA) cannot be turned off.

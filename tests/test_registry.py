@@ -14,8 +14,10 @@ import pytest
 import yaml
 
 from conftest import ROOT, sh
-from pipeline import config, predict, registry
-from pipeline import model as model_lib
+from pipeline import config
+from pipeline.serve import predict
+from pipeline.serve import registry
+from pipeline.rnn import model as model_lib
 
 CHAMPION = "models/champion"
 
@@ -105,7 +107,7 @@ def test_two_publishes_show_rollback_and_consumers(tmp_path):
     lines = {line.split("│")[2].strip(): line
              for line in gto_show.splitlines() if "champion" in line}
     assert "prod" in lines["v0.0.2"] and "prod" not in lines["v0.0.1"]
-    ours = sh("python", "-m", "pipeline.registry", "--repo", str(repo), "show", cwd=ROOT).stdout
+    ours = sh("python", "-m", "pipeline.serve.registry", "--repo", str(repo), "show", cwd=ROOT).stdout
     print(ours)
     assert "val_accuracy" in ours.splitlines()[0]
     assert ours.splitlines()[1].split()[:4] == ["v0.0.2", "prod", "gru", "0.97"]
@@ -144,12 +146,12 @@ def test_register_refuses_a_champion_that_is_not_committed(tmp_path):
 def test_rollback_to_an_unknown_version_is_a_one_line_error(tmp_path):
     repo = _repo(tmp_path)
     _publish(repo, seed=1, val_accuracy=0.95)
-    by_hand = sh("python", "-m", "pipeline.registry", "--repo", str(repo), "register",
+    by_hand = sh("python", "-m", "pipeline.serve.registry", "--repo", str(repo), "register",
                  "--run-id", "run-1", cwd=ROOT)
     assert json.loads(by_hand.stdout)["version_tag"] == "champion@v0.0.1"
     assert registry.show(repo)[0]["metrics"] == {"model": "gru", "val_accuracy": 0.95}
     with pytest.raises(registry.RegistryError, match="no version v0.0.9 .have v0.0.1"):
         registry.rollback(repo, "v0.0.9")
-    proc = sh("python", "-m", "pipeline.registry", "--repo", str(repo), "rollback", "v0.0.1",
+    proc = sh("python", "-m", "pipeline.serve.registry", "--repo", str(repo), "rollback", "v0.0.1",
               cwd=ROOT, check=False)
     assert proc.returncode == 1 and proc.stderr.strip() == "registry: v0.0.1 is already in prod"

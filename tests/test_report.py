@@ -3,12 +3,13 @@
 import pytest
 
 from conftest import ROOT, TINY_PARAMS
-from pipeline import config, report
+from pipeline import config
+from pipeline.evaluation import report
 
 
 def _metrics(acc=0.9885, n=10_000):
     per_class = {str(c): {"precision": 1.0, "recall": 1.0, "f1": 1.0} for c in range(10)}
-    from pipeline import stats
+    from pipeline.evaluation import stats
     lo, hi = stats.clopper_pearson(round(acc * n), n)
     model = {"val_accuracy": 0.9898, "test_accuracy": acc, "test_images": n,
              "test_accuracy_ci_low": lo, "test_accuracy_ci_high": hi, "params": 56110,

@@ -5,7 +5,8 @@ import json
 import pytest
 
 from conftest import ROOT, copy_project, sh
-from pipeline import config, seeds
+from pipeline import config
+from pipeline.review import seeds
 from pipeline.runtime import StageError
 
 
@@ -28,8 +29,8 @@ def test_summary_is_mean_sample_std_and_min():
 @pytest.mark.slow   # two seeds of four trainings (~2 min): `make test-slow` keeps CI under 20 min
 def test_make_seeds_runs_every_model_per_seed_as_dvc_experiments(tiny_repro, tmp_path):
     project = copy_project(tiny_repro, tmp_path / "project")
-    assert "\t$(BIN)/python -m pipeline.seeds --n $(N)\n" in (ROOT / "Makefile").read_text()
-    sh("python", "-m", "pipeline.seeds", "--n", "2", cwd=project)  # = make seeds N=2
+    assert "\t$(BIN)/python -m pipeline.review.seeds --n $(N)\n" in (ROOT / "Makefile").read_text()
+    sh("python", "-m", "pipeline.review.seeds", "--n", "2", cwd=project)  # = make seeds N=2
 
     record = json.loads((project / "metrics" / "seeds.json").read_text())
     assert record["seeds"] == [42, 43] and record["dataset"] == "tiny"

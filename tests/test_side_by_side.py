@@ -1,11 +1,13 @@
-"""pipeline.side_by_side: a batch in parts gives the whole batch's loss and gradient
+"""pipeline.rnn.side_by_side: a batch in parts gives the whole batch's loss and gradient
 (the stage writing the plain model: tests/test_train.py)."""
 
 import dataclasses
 
 import numpy as np
 
-from pipeline import config, model, side_by_side
+from pipeline import config
+from pipeline.rnn import model
+from pipeline.rnn import side_by_side
 
 MODELS = config.load().models
 

@@ -8,7 +8,10 @@ import numpy as np
 import pytest
 
 from conftest import FIXTURE_DIR, TINY_PARAMS
-from pipeline import config, idx, split
+from pipeline.data import arrays
+from pipeline import config
+from pipeline.data import idx
+from pipeline.stages import split
 from pipeline.runtime import StageError
 
 
@@ -44,8 +47,8 @@ def test_split_writes_three_compressed_parts(workspace):
     raw, summary, out = workspace
     params = config.load(TINY_PARAMS)
     assert split.run(params, raw, out, summary) == {"train": 500, "val": 100, "test": 200}
-    x_val, y_val = split.load(out, "val")
-    x_train, _ = split.load(out, "train")
+    x_val, y_val = arrays.load(out, "val")
+    x_train, _ = arrays.load(out, "train")
     full = idx.read(raw / "train-images-idx3-ubyte.gz").data
     np.testing.assert_array_equal(x_val, full[:100])  # the first images validate
     np.testing.assert_array_equal(x_train[0], full[100])

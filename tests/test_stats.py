@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from pipeline import stats
+from pipeline.evaluation import stats
 
 
 def test_mcnemar_exact_matches_the_binomial_sum_by_hand():

@@ -8,7 +8,12 @@ import shutil
 import pytest
 
 from conftest import FIXTURE_DIR, TINY_PARAMS
-from pipeline import config, inputs, protocol, split, train
+from pipeline.data import arrays
+from pipeline import config
+from pipeline.rnn import inputs
+from pipeline.rnn import protocol
+from pipeline.stages import split
+from pipeline.stages import train
 from pipeline.runtime import StageError
 
 
@@ -66,7 +71,7 @@ def test_several_steps_per_call_train_the_same_weights(split_dir):
     import numpy as np
 
     params = config.load(TINY_PARAMS)
-    x, y = split.load(split_dir, "train")
+    x, y = arrays.load(split_dir, "train")
     weights = []
     for per_call in (1, 5):
         net = train.compiled("lstm", params, total_steps=10, steps_per_call=per_call)
@@ -317,7 +322,7 @@ def test_a_diverging_run_stops_at_its_first_nan_call(tmp_path, split_dir, monkey
     with pytest.raises(StageError, match="diverged"):
         _run(tmp_path, params, name="rnn", split_dir=split_dir)
     assert ckpt.read_bytes() == b"good"
-    n_train = len(split.load(split_dir, "train")[0])
+    n_train = len(arrays.load(split_dir, "train")[0])
     per_call = protocol.plan(params.train, min(n_train, params.train.max_train_samples or n_train))
     assert steps["run"] == per_call["steps_per_call"] == 4  # not 8, the end of the first check
 
@@ -343,7 +348,8 @@ def test_fit_reads_its_data_without_tf_datas_autotune_thread(tmp_path, split_dir
 def test_the_stage_trains_in_parts_and_writes_the_plain_model(tmp_path, split_dir):
     import zipfile
 
-    from pipeline import model, side_by_side
+    from pipeline.rnn import model
+    from pipeline.rnn import side_by_side
 
     params = config.load(TINY_PARAMS)
     params = dataclasses.replace(params, train=dataclasses.replace(params.train, batch_parts=2))

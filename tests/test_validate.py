@@ -12,8 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline import config, idx, validate
-from pipeline.idx import IdxError
+from pipeline import config
+from pipeline.data import idx
+from pipeline.stages import validate
+from pipeline.data.idx import IdxError
 from pipeline.runtime import StageError
 
 FIXTURES = Path(__file__).parent / "fixtures"
