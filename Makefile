@@ -28,7 +28,7 @@ STAMP  := $(VENV)/.installed
 export PATH := $(BIN):$(PATH)
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export GX_ANALYTICS_ENABLED ?= false
-# A local mirror of the dataset replaces the network (see README). Machines of
+# A local mirror of the dataset replaces the network (see docs/stages.md). Machines of
 # this project keep one at ../shared/data/mnist; elsewhere the public mirrors are used.
 export DATA_MIRROR_DIR ?= $(if $(wildcard ../shared/data/mnist/*.gz),$(abspath ../shared/data/mnist),)
 
@@ -116,8 +116,7 @@ cluster-down:
 clean-venv:
 	rm -rf $(VENV)
 
-# Accuracy on digit pictures as people make them (data/pictures, README "Using the
-# champion") beside the MNIST test set: data/raw if fetched, else the local mirror.
+# Accuracy on digit pictures as people make them (data/pictures, docs/serving.md) beside the MNIST test set: data/raw if fetched, else the local mirror.
 .PHONY: pictures-accuracy
 pictures-accuracy: $(STAMP)
 	$(BIN)/python -m pipeline.serve.pictures score $(if $(MODEL),--model $(MODEL)) \

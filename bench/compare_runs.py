@@ -88,16 +88,17 @@ def main() -> None:
     ap.add_argument("head", type=Path)
     ap.add_argument("--pauses", type=Path)
     ap.add_argument("--out", type=Path)
-    ap.add_argument("--reference", type=Path, default=Path("params.yaml"),
-                    help="params.yaml whose datasets.mnist.references are the tutorial's")
+    ap.add_argument("--reference", type=Path, metavar="PROJECT", default=Path.cwd(),
+                    help="the checkout whose params give the tutorial's results "
+                         "(datasets.<name>.references; default: the current directory)")
     args = ap.parse_args()
     pauses = []
     if args.pauses:
         pauses = [tuple(map(float, line.split()[:2]))
                   for line in args.pauses.read_text().splitlines() if line.strip()]
-    import yaml
+    from pipeline import config
 
-    refs = yaml.safe_load(args.reference.read_text())["datasets"]["mnist"]["references"]
+    refs = config.load_project(args.reference).dataset.references
     models = list(refs)
     base = {m: row(args.base, m, pauses) for m in models}
     head = {m: row(args.head, m, pauses) for m in models}
@@ -110,7 +111,7 @@ def main() -> None:
             f"| {m} | {_mmss(b['time_s'])} | {b['best_epoch']:g} ({b['epochs_run']:g}) | "
             f"{100 * b['test']:.2f}% | {_mmss(h['time_s'])} | {h['best_epoch']:g} "
             f"({h['epochs_run']:g}) | {100 * h['test']:.2f}% | "
-            f"{100 * refs[m]['test_accuracy']:.2f}% | {h['time_s'] / b['time_s']:.2f} |")
+            f"{100 * refs[m].test_accuracy:.2f}% | {h['time_s'] / b['time_s']:.2f} |")
     tb, th = sum(b["time_s"] for b in base.values()), sum(h["time_s"] for h in head.values())
     lines.append(f"| **all four** | **{_mmss(tb)}** | | | **{_mmss(th)}** | | | "
                  f"| **{th / tb:.2f}** |")

@@ -15,7 +15,8 @@ layers' C++ op built for AVX2 (``pipeline.rnn.native``), hence with fp32 product
 nothing about an AVX2 machine's speed; its accuracy is the recipe's on that path.
 
 Runs ``dvc repro -f`` of this checkout's HEAD in a git worktree (sharing
-``.venv``) with ``--env`` set, then writes a table: per model, best epoch,
+``.venv``, the worktree on ``PYTHONPATH`` so its stages import its own code) with
+``--env`` set, then writes a table: per model, best epoch,
 validation and test accuracy of both runs, the tutorial's test accuracy, and on
 how many test images the two runs' predictions differ. The runtime records name
 each run's kernels (``pipeline.runtime.kernels``).
@@ -31,8 +32,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from checkout import ROOT, child_env  # sibling in bench/
 
 
 def run(worktree: Path, env: dict) -> None:
@@ -42,8 +42,9 @@ def run(worktree: Path, env: dict) -> None:
     if not (worktree / ".venv").exists():
         (worktree / ".venv").symlink_to(ROOT / ".venv")
     mirror = ROOT.parent / "shared" / "data" / "mnist"
-    full = {**os.environ, "PATH": f"{ROOT / '.venv' / 'bin'}:{os.environ['PATH']}",
-            "TF_CPP_MIN_LOG_LEVEL": "2", "GX_ANALYTICS_ENABLED": "false", **env}
+    # The worktree's own pipeline (PYTHONPATH), not the shared venv's editable install.
+    full = child_env(worktree, PATH=f"{ROOT / '.venv' / 'bin'}:{os.environ['PATH']}",
+                     GX_ANALYTICS_ENABLED="false", **env)
     if "DATA_MIRROR_DIR" not in full and mirror.is_dir():
         full["DATA_MIRROR_DIR"] = str(mirror)
     print(f"dvc repro -f in {worktree} with {env}: log {worktree / 'kernel-path.log'}",
@@ -62,7 +63,7 @@ def _predictions(run: Path) -> dict[str, list[str]]:
 def table(base: Path, other: Path) -> str:
     from pipeline import config
 
-    refs = config.load(base / "params.yaml").dataset.references
+    refs = config.load_project(base).dataset.references
     runs = {}
     for run in (base, other):
         ev = json.loads((run / "metrics" / "evaluate.json").read_text())

@@ -5,8 +5,9 @@ Usage: python bench/op_speed.py --against REV [--cells lstm gru relu] [--rounds 
 
 Why: on this project's VMs the speed of the machine drifts by more than a change
 to the op moves it, between processes minutes apart and within one. So both ops
-load into one process (REV's sources from git, its ops renamed ``...Before``,
-built with the same command as ``pipeline.rnn.native``) and take turns, round by
+load into one process (REV's sources from git: ``pipeline/rnn/native/``, or
+``pipeline/native/`` for a commit of the flat layout; its ops renamed
+``...Before``, built with the same command as ``pipeline.rnn.native``) and take turns, round by
 round, on the same inputs: two stacked layers of a batch part (50 x 28 steps,
 28 then 100 features, 100 units), forward and backward, on one thread, bf16
 products where the build has them. Reports each op's median time per call, the
@@ -24,10 +25,36 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
+from checkout import ROOT, own_pipeline  # siblings in bench/
+import speed_table  # its save()
+
 GATES = {"relu": 1, "tanh": 1, "lstm": 4, "gru": 3}
+# Where the op's sources live: pipeline/rnn/native/ since the packages by job,
+# pipeline/native/ in the flat layout before them.
+SOURCE_DIRS = ("pipeline/rnn/native", "pipeline/native")
+
+
+def _git(*args: str, root: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True)
+
+
+def before_sources(rev: str, root: Path = ROOT) -> dict[str, str]:
+    """REV's op sources (``fused_rnn.cc`` and every header beside it), ops renamed
+    ``...Before`` so that both ops load into one process."""
+    for folder in SOURCE_DIRS:
+        listed = _git("ls-tree", "--name-only", f"{rev}:{folder}", root=root)
+        names = [n for n in listed.stdout.split() if n.endswith((".cc", ".h"))]
+        if not listed.returncode and "fused_rnn.cc" in names:
+            break
+    else:
+        raise SystemExit(f"op_speed: {rev} has no fused_rnn.cc in {' or '.join(SOURCE_DIRS)}")
+    sources = {}
+    for name in names:
+        text = _git("show", f"{rev}:{folder}/{name}", root=root).stdout
+        for op in ("FusedRnnForward", "FusedRnnBackward", "fused_rnn_has_bf16"):
+            text = text.replace(op, op + ("_before" if op.islower() else "Before"))
+        sources[name] = text
+    return sources
 
 
 def build_before(rev: str, out_dir: Path) -> Path:
@@ -36,14 +63,7 @@ def build_before(rev: str, out_dir: Path) -> Path:
 
     from pipeline.rnn import native
 
-    for name in ("fused_rnn.cc", "product.h", "cells.h"):
-        shown = subprocess.run(["git", "-C", str(ROOT), "show", f"{rev}:pipeline/rnn/native/{name}"],
-                               capture_output=True, text=True)
-        if shown.returncode:
-            continue  # a header that commit did not have
-        text = shown.stdout
-        for op in ("FusedRnnForward", "FusedRnnBackward", "fused_rnn_has_bf16"):
-            text = text.replace(op, op + ("_before" if op.islower() else "Before"))
+    for name, text in before_sources(rev).items():
         (out_dir / name).write_text(text)
     lib = out_dir / "before.so"
     cxx = os.environ.get("CXX", "g++")  # as pipeline.rnn.native builds
@@ -89,6 +109,7 @@ def main() -> None:
     ap.add_argument("--out", default="reports/bench-op")
     args = ap.parse_args()
 
+    own_pipeline()  # "now" is this checkout's op, not the editable install's
     from pipeline.rnn import heap
     from pipeline.rnn import native
     from pipeline import runtime
@@ -126,8 +147,6 @@ def main() -> None:
 
 
 def write(result: dict, out: Path) -> None:
-    import speed_table
-
     m = result["machine"]
     lines = ["# The C++ op against an older commit's, in one process", "",
              f"Machine: **{m['cpu_model']}**, {m['cpu_count']} cores, ISA: {m['isa_flags']}; "

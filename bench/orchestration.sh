@@ -9,7 +9,11 @@
 #
 # Usage: bench/orchestration.sh [EPOCHS|tiny]   (default 2; tiny = the test fixture)
 # Needs the venv (make setup), root for the cluster, and for real data the MNIST
-# files (DATA_MIRROR_DIR or ../shared/data/mnist). Prints a Markdown table.
+# files (DATA_MIRROR_DIR or ../shared/data/mnist). Prints a Markdown table; the
+# committed ones came from `bench/orchestration.sh 1 > reports/orchestration-bench-1epoch.md`
+# and `bench/orchestration.sh tiny > reports/orchestration-bench-tiny.md`.
+# Each clone runs its own code: PYTHONPATH names it, ahead of the venv's editable
+# install of this checkout (the cluster's git bundle puts its own commit first).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 WHAT=${1:-2}
@@ -38,12 +42,13 @@ wait_state() {  # wait_state: poll `airflow dags list-runs` until the run ends; 
 
 # --- plain dvc repro -----------------------------------------------------------
 start=$(date +%s)
-(cd "$WORK/plain" && dvc repro >"$WORK/plain.log" 2>&1 && dvc push -q)
+(cd "$WORK/plain" && export PYTHONPATH="$WORK/plain" && dvc repro >"$WORK/plain.log" 2>&1 && dvc push -q)
 plain=$(( $(date +%s) - start ))
 
 # --- LocalExecutor (airflow standalone) ------------------------------------------
 (export AIRFLOW_HOME="$WORK/airflow-home" AIRFLOW__CORE__LOAD_EXAMPLES=False \
         AIRFLOW__CORE__DAGS_FOLDER="$WORK/local/dags" PIPELINE_PROJECT_DIR="$WORK/local" \
+        PYTHONPATH="$WORK/local" \
         AIRFLOW__API__PORT=8093 AIRFLOW__CORE__EXECUTION_API_SERVER_URL=http://localhost:8093/execution/
  airflow db migrate >/dev/null 2>&1
  airflow pools set training 2 "models that train at once" >/dev/null

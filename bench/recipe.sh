@@ -2,7 +2,9 @@
 # The old recipe against this checkout's, two full `dvc repro` runs one after the
 # other on this machine (forced: both train from scratch), then the table (reports/recipe-comparison.md).
 # Usage: bench/recipe.sh [OLD_COMMIT]   (default c8f5a6a, the 20-epoch recipe)
-# The old commit runs in a git worktree beside this checkout, sharing .venv.
+# The old commit runs in a git worktree beside this checkout, sharing .venv; each
+# run has its own checkout on PYTHONPATH, so it imports its own pipeline, not the
+# venv's editable install of this one.
 set -euo pipefail
 old=${1:-c8f5a6a}
 root=$(git rev-parse --show-toplevel)
@@ -14,7 +16,8 @@ fi
 [ -d "$wt" ] || git -C "$root" worktree add --detach "$wt" "$old"
 [ -e "$wt/.venv" ] || ln -s "$root/.venv" "$wt/.venv"
 echo "old recipe ($old) in $wt: log $wt/recipe.log"
-(cd "$wt" && dvc repro -f > recipe.log 2>&1)
+(cd "$wt" && PYTHONPATH="$wt" dvc repro -f > recipe.log 2>&1)
 echo "this checkout: log reports/real-run.log"
-(cd "$root" && dvc repro -f > reports/real-run.log 2>&1)
-python "$root/bench/compare_runs.py" "$wt" "$root" --out "$root/reports/recipe-comparison.md"
+(cd "$root" && PYTHONPATH="$root" dvc repro -f > reports/real-run.log 2>&1)
+(cd "$root" && PYTHONPATH="$root" python bench/compare_runs.py "$wt" "$root" \
+   --out reports/recipe-comparison.md)

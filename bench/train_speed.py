@@ -19,7 +19,8 @@ a 150-step window, which made several models report the same 1,465 images/s):
   from a virtual environment this script creates in ``.bench/torch`` (PyTorch is
   not a dependency of the project); ``--no-torch`` skips it;
 - before (``--against DIR``): the project's path of another checkout (a git
-  worktree of an older commit), through that checkout's own bench script.
+  worktree of an older commit), through that checkout's own bench script, run
+  in DIR with DIR on ``PYTHONPATH`` so that it imports DIR's pipeline.
 
 Also the machine's fp32 matrix-multiply peak (2048 x 2048, with TensorFlow and
 with NumPy; TensorFlow's again at the start of every round, because this VM's
@@ -35,17 +36,15 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
 import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
-from speed_table import write  # noqa: E402  (the report)
+from checkout import ROOT, child_env, own_pipeline  # siblings in bench/
+from speed_table import write  # the report
+
 TORCH_VENV = ROOT / ".bench" / "torch"
 TORCH_PIN = "torch==2.13.0"
 GATES = {"simple_rnn": 1, "lstm": 4, "gru": 3}
@@ -83,7 +82,7 @@ def measure_tf(impl: str, name: str, steps: int, warmup: int) -> dict:
     from pipeline.rnn import protocol
     from pipeline.stages import train
 
-    params = config.load(ROOT / "params.yaml")
+    params = config.load_project(ROOT)
     x, y, source = _data((steps + warmup) * 100)
     last = {}
 
@@ -148,8 +147,10 @@ def _timed(fn) -> float:
 
 
 def _child(*args: str, python: str = sys.executable, root: Path = ROOT) -> dict:
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(root)}
-    out = subprocess.run([python, *args], capture_output=True, text=True, env=env, cwd=root)
+    """One measurement in a fresh process that imports ``root``'s pipeline (its own
+    checkout's, not the editable install's) and prints one JSON line."""
+    out = subprocess.run([python, *args], capture_output=True, text=True, env=child_env(root),
+                         cwd=root)
     if out.returncode:
         raise SystemExit(f"bench: {' '.join(args)} failed:\n{out.stderr[-2000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -189,6 +190,7 @@ def main() -> None:
     ap.add_argument("--measure", nargs=2, metavar=("IMPL", "MODEL"), help=argparse.SUPPRESS)
     ap.add_argument("--peak", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    own_pipeline()
     if args.measure:
         print(json.dumps(measure_tf(*args.measure, args.steps, args.warmup)))
         return
@@ -201,7 +203,7 @@ def main() -> None:
     from pipeline.rnn import native
     from pipeline import runtime
 
-    params = config.load(ROOT / "params.yaml")
+    params = config.load_project(ROOT)
     chosen = "native" if native.load() is not None else "TensorFlow ops"
     bf16 = chosen == "native" and kernels.precision(params.train.precision, "native")
     names = args.models or list(params.models)
@@ -214,6 +216,7 @@ def main() -> None:
               "peak_gflops": {k: _child(str(me), "--peak", k)["gflops"]
                               for k in ("tensorflow", "numpy")}, "models": {}}
     if args.against:
+        args.against = args.against.resolve()  # the child runs in it, so not relative
         if not (args.against / "data" / "split" / "train.npz").exists():
             print(f"bench: {args.against}/data/split/train.npz missing: 'before' trains on "
                   "random pixels (link this checkout's data/split there)", file=sys.stderr)
@@ -232,7 +235,7 @@ def main() -> None:
                     got = _child(str(ROOT / "bench" / "torch_rnns.py"), name, *common, python=tpy)
                 elif impl == "before":
                     got = _child(str(args.against / "bench" / "train_speed.py"), "--measure",
-                                 "project", name, *common, root=args.against.resolve())
+                                 "project", name, *common, root=args.against)
                 else:
                     got = _child(str(me), "--measure", impl, name, *common)
                 runs[name].setdefault(impl, []).append(got)

@@ -61,10 +61,13 @@ airflow_env() {
     export AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS=True      # a local demo: no login
     export AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT="$LOG_PORT_BASE"
     export AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_STORAGE_PATH="$1/dag-bundles"
-    # The code comes from git, one commit per run (DAG versioning).
+    # The code comes from git, one commit per run (DAG versioning). The bundle is the
+    # whole repository, not dags/: Airflow puts the bundle's root on sys.path, so a task
+    # imports the `pipeline` package of its own run's commit (.airflowignore keeps the
+    # DAG processor to dags/).
     export AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST='[{"name": "rnn-mnist",
       "classpath": "airflow.providers.git.bundles.git.GitDagBundle",
-      "kwargs": {"git_conn_id": "rnn_mnist_git", "tracking_ref": "main", "subdir": "dags",
+      "kwargs": {"git_conn_id": "rnn_mnist_git", "tracking_ref": "main",
                  "refresh_interval": 10}}]'
     export AIRFLOW_CONN_RNN_MNIST_GIT="{\"conn_type\": \"git\", \"host\": \"git://127.0.0.1:$GIT_PORT/$GIT_REPO_NAME\"}"
     export RETRAIN_SCHEDULE RETRAIN_RETRY_DELAY_S="${RETRAIN_RETRY_DELAY_S:-120}"

@@ -1,8 +1,9 @@
 """Scheduled retraining: the DVC pipeline as an Airflow DAG, then publish the champion.
 
 Scheduling, retries and fan-out only; what each task does is in
-pipeline/orchestration/orchestrate.py and pipeline/orchestration/publish.py. The DAG's docs are
-``retrain()``'s docstring.
+pipeline/orchestration/orchestrate.py and pipeline/orchestration/publish.py, and the
+failures the retry policy acts on in pipeline/orchestration/failures.py. The DAG's docs
+are ``retrain()``'s docstring.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from pathlib import Path
 from airflow.sdk import (Asset, ExceptionRetryPolicy, RetryAction, RetryRule, dag,
                          get_current_context, task)
 
-from pipeline.orchestration import orchestrate  # standard library only at import
+from pipeline.orchestration import failures, orchestrate  # standard library only at import
 
 # The folder above dags/: the project checkout (local DAG folder) or this run's
 # copy of the repository (git DAG bundle). Only path arithmetic here: parsing
@@ -37,9 +38,9 @@ CHAMPION = Asset(name="retrain_champion", uri="x-retrain://champion", group="mod
 # remote usually clears: retry with back-off. Anything else (a worker killed
 # mid-task, a timeout) gets the task's ordinary retries, on any worker.
 RETRY_POLICY = ExceptionRetryPolicy(rules=[
-    RetryRule(exception=orchestrate.PermanentError, action=RetryAction.FAIL,
+    RetryRule(exception=failures.PermanentError, action=RetryAction.FAIL,
               reason="needs a person to fix the data, params.yaml or config; not retried"),
-    RetryRule(exception=orchestrate.TransientError, action=RetryAction.RETRY,
+    RetryRule(exception=failures.TransientError, action=RetryAction.RETRY,
               reason="transient (mirror or remote unreachable); retrying with back-off"),
 ])
 

@@ -247,3 +247,32 @@ def load(path: Path | str = PARAMS_FILE) -> Params:
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
     return parse(raw, path)
+
+
+def load_project(project: Path | str) -> Params:
+    """The params of the checkout at ``project`` (its ``params.yaml``)."""
+    return load(Path(project) / PARAMS_FILE)
+
+
+def model_names(text: str | bytes | None) -> list[str]:
+    """The model names of a params.yaml's text in file order, with no validation.
+
+    For reading another revision's file (``git show REV:params.yaml``) or a
+    workspace mid-edit, which may not pass ``parse``: only the order matters
+    there, so text that is not YAML or has no models gives ``[]``.
+    """
+    try:
+        raw = yaml.safe_load(text or "") or {}
+        return list(raw.get("models") or {})
+    except (yaml.YAMLError, AttributeError):
+        return []
+
+
+def model_order(project: Path | str) -> list[str]:
+    """The models of the checkout at ``project`` in params.yaml order (rnn, lstm, gru,
+    bilstm); ``[]`` where its params.yaml is missing, unreadable or not YAML."""
+    try:
+        text = (Path(project) / PARAMS_FILE).read_text()
+    except OSError:
+        return []
+    return model_names(text)

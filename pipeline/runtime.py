@@ -4,7 +4,7 @@ A stage that fails on bad input must say why in one line naming the file and
 exit non-zero, without a traceback that buries the reason; ``stage_main`` maps
 the pipeline's own error types to that. It also records the stage's wall time
 and peak resident memory in ``metrics/runtime/<stage>.json`` (a DVC metric),
-because the README promises per-stage time and memory of the real run and
+because docs/results.md reports per-stage time and memory of the real run and
 these are measured, not estimated. Beside them it records the machine
 (``machine()``: CPU model, the ISA extensions TensorFlow's kernels pick
 between, TensorFlow's version), because floating-point results are

@@ -63,6 +63,22 @@ def make_project(dest: Path) -> Path:
 
 
 @pytest.fixture
+def native_ops():
+    """The C++ op's ops: a failed build fails where it could build (tests/native_support.py)."""
+    import native_support
+
+    return native_support.ops()
+
+
+@pytest.fixture
+def native_bf16_ops():
+    """The ops with bf16 products; skips only on a CPU without avx512_bf16."""
+    import native_support
+
+    return native_support.bf16_ops()
+
+
+@pytest.fixture
 def tiny_project(tmp_path) -> Path:
     """A fresh project repository (not yet reproduced) on the tiny fixture."""
     return make_project(tmp_path / "project")
@@ -80,6 +96,35 @@ def tiny_repro(tmp_path_factory) -> Path:
     sh("git", "add", "-A", cwd=project)
     sh("git", "commit", "-q", "-m", "repro", cwd=project)
     return project
+
+
+@pytest.fixture(scope="module")
+def split_dir(tmp_path_factory) -> Path:
+    """data/split of the tiny fixture, as the split stage writes it (once per test module)."""
+    import json
+
+    from pipeline import config
+    from pipeline.stages import split
+
+    base = tmp_path_factory.mktemp("split")
+    (base / "validate.json").write_text(json.dumps({"success": True}))
+    split.run(config.load(TINY_PARAMS), FIXTURE_DIR, base / "split", base / "validate.json")
+    return base / "split"
+
+
+def train_tiny(tmp_path: Path, params, name: str = "gru", *, split_dir: Path) -> dict:
+    """One train stage run of ``name`` under ``tmp_path`` (ckpt/, live/, work/); its summary."""
+    from pipeline.stages import train
+
+    return train.run(name, params, split_dir=split_dir,
+                     checkpoint=tmp_path / "ckpt" / f"{name}.keras",
+                     log_dir=tmp_path / "live" / name, work_dir=tmp_path / "work" / name)
+
+
+def logged_steps(live_dir: Path, part: str) -> list[int]:
+    """The ``step`` of each row dvclive logged in ``<live_dir>/plots/metrics/<part>/accuracy.tsv``."""
+    rows = (live_dir / "plots" / "metrics" / part / "accuracy.tsv").read_text().splitlines()
+    return [int(dict(zip(rows[0].split("\t"), r.split("\t")))["step"]) for r in rows[1:]]
 
 
 def copy_project(src: Path, dest: Path) -> Path:

@@ -1,19 +1,30 @@
-"""bench/: honest FLOP counts and tables that say what they measured."""
+"""bench/: honest FLOP counts, tables that say what they measured, and each
+script measuring the checkout it was asked to."""
 
 import importlib.util
 import json
+import subprocess
+import sys
 
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, sh
 from pipeline import config
 
-spec = importlib.util.spec_from_file_location("train_speed", ROOT / "bench" / "train_speed.py")
-bench = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(bench)
-spec = importlib.util.spec_from_file_location("floor", ROOT / "bench" / "floor.py")
-floor = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(floor)
+
+def _bench(name: str):
+    """bench/<name>.py as the module ``name``: the import ``python bench/x.py`` makes of
+    its siblings, without putting bench/ on sys.path."""
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, ROOT / "bench" / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
+checkout, _ = _bench("checkout"), _bench("speed_table")  # the siblings the others import
+bench = _bench("train_speed")
 
 
 @pytest.mark.parametrize("name, mflop", [("rnn", 8.9), ("lstm", 35.5), ("gru", 26.6),
@@ -79,9 +90,6 @@ def _run(root, machine, minutes):
 
 def test_recipe_comparison_names_the_machine_and_refuses_two(tmp_path):
     """bench/compare_runs.py: times from two machines never share a table."""
-    import subprocess
-    import sys
-
     cpu = {"cpu_model": "Some CPU", "cpu_count": 2, "isa_flags": "avx2", "tensorflow": "2.x"}
     old = _run(tmp_path / "old", None, 4)  # a commit older than the machine records
     new = _run(tmp_path / "new", cpu, 2)
@@ -94,33 +102,6 @@ def test_recipe_comparison_names_the_machine_and_refuses_two(tmp_path):
     proc = subprocess.run([*script, str(other), str(new)], capture_output=True, text=True,
                           cwd=ROOT)
     assert proc.returncode != 0 and "different machines" in proc.stderr
-
-
-def test_the_bound_counts_every_recurrent_product_once_per_pass():
-    """3 stacked LSTM layers x 28 steps, forward and backward: 168 products of
-    (100 x 100) @ (100 x 400); a BiLSTM's two 2-layer stacks: 224."""
-    models = config.load().models
-    assert floor.recurrent_products(models["lstm"]) == (168, 168 * 2 * 100 * 100 * 400)
-    assert floor.recurrent_products(models["bilstm"])[0] == 224
-    assert floor.recurrent_products(models["rnn"]) == (168, 168 * 2 * 100 * 100 * 100)
-
-
-def test_the_bound_table_says_whether_the_target_is_reachable(tmp_path):
-    row = lambda bound, ref: {"recurrent_products": 168, "recurrent_gflop": 1.34,  # noqa: E731
-                              "step_gflop": 3.55, "chain_ms": {"1": 15.0, "2": 12.0},
-                              "bound_ms": 100 / bound * 1e3, "bound_images_per_s": bound,
-                              "reference_images_per_s": ref, "reference_all": [ref],
-                              "target_images_per_s": 2 * ref}
-    result = {"machine": {"cpu_model": "Some CPU", "cpu_count": 2, "isa_flags": "avx2",
-                          "kernels": "Eigen (default for this CPU)", "tensorflow": "2.x"},
-              "peak_gflops": 200.0, "batch": 100,
-              "models": {"lstm": row(3000.0, 2000.0), "rnn": row(15000.0, 5000.0)}}
-    floor.write(result, tmp_path / "floor")
-    text = (tmp_path / "floor.md").read_text()
-    assert "Some CPU" in text and "Eigen (default for this CPU) kernels" in text
-    lstm = next(line for line in text.splitlines() if line.startswith("| lstm |"))
-    assert "1.50x" in lstm and "not even with free element-wise maths" in lstm
-    assert "not ruled out" in next(line for line in text.splitlines() if line.startswith("| rnn |"))
 
 
 def test_the_kernel_path_table_counts_differing_predictions(tmp_path):
@@ -147,9 +128,7 @@ def test_the_kernel_path_table_counts_differing_predictions(tmp_path):
     base = make(tmp_path / "a", "oneDNN (default for this CPU)", [1, 1, 2, 1], 0.9895)
     other = make(tmp_path / "b", "Eigen (TF_ENABLE_ONEDNN_OPTS, ONEDNN_MAX_CPU_ISA=AVX2)",
                  [1, 3, 1, 1], 0.9902)
-    spec = importlib.util.spec_from_file_location("kernel_path", ROOT / "bench" / "kernel_path.py")
-    kp = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(kp)
+    kp = _bench("kernel_path")
     text = kp.table(base, other)
     assert "Eigen (TF_ENABLE_ONEDNN_OPTS, ONEDNN_MAX_CPU_ISA=AVX2)" in text
     assert "| lstm | 7 | 99.00% | 98.95% | 7 | 99.00% | 99.02% | 98.81% | 2 |" in text
@@ -163,17 +142,13 @@ def test_the_kernel_path_table_counts_differing_predictions(tmp_path):
 @pytest.mark.parametrize("seconds, text", [(299.6, "5 min 00 s"), (68.1, "1 min 08 s"),
                                            (59.4, "0 min 59 s")])
 def test_run_times_round_to_whole_seconds_without_a_sixtieth(seconds, text):
-    spec = importlib.util.spec_from_file_location("compare_runs", ROOT / "bench" / "compare_runs.py")
-    compare = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(compare)
+    compare = _bench("compare_runs")
     assert compare._mmss(seconds) == text
 
 
 def test_the_op_comparison_says_which_is_faster_and_whether_numerics_moved(tmp_path):
     """bench/op_speed.py's table: the ratio per round and the bit-identity check."""
-    spec = importlib.util.spec_from_file_location("op_speed", ROOT / "bench" / "op_speed.py")
-    op_speed = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(op_speed)
+    op_speed = _bench("op_speed")
     result = {"machine": {"cpu_model": "Some CPU", "cpu_count": 2, "isa_flags": "avx2",
                           "tensorflow": "2.x"}, "against": "abc1234", "bf16": False,
               "command": "python bench/op_speed.py --against abc1234",
@@ -186,3 +161,72 @@ def test_the_op_comparison_says_which_is_faster_and_whether_numerics_moved(tmp_p
     assert "Some CPU" in text and "fp32" in text and "before (abc1234)" in text
     assert "| lstm | 100 | 88 | 0.900 (0.80-0.90) | no |" in text
     assert "| relu | 10 | 10 | 1.000 (1.00-1.00) | yes |" in text
+
+
+def test_the_op_comparison_finds_an_older_commits_op_in_either_layout(tmp_path):
+    """pipeline/rnn/native/ since the packages by job, pipeline/native/ before them;
+    every source beside fused_rnn.cc comes along, its ops renamed."""
+    op_speed = _bench("op_speed")
+    repo = tmp_path / "repo"
+    flat = repo / "pipeline" / "native"
+    flat.mkdir(parents=True)
+    (flat / "fused_rnn.cc").write_text('#include "product.h"\nREGISTER_OP("FusedRnnForward")\n')
+    (flat / "product.h").write_text("// products\n")
+    sh("git", "init", "-q", cwd=repo)
+    sh("git", "add", ".", cwd=repo)
+    sh("git", "commit", "-qm", "flat", cwd=repo)
+    (repo / "pipeline" / "rnn").mkdir()
+    sh("git", "mv", "pipeline/native", "pipeline/rnn/native", cwd=repo)
+    (repo / "pipeline" / "rnn" / "native" / "cells.h").write_text("// cells\n")
+    sh("git", "add", ".", cwd=repo)
+    sh("git", "commit", "-qm", "packages", cwd=repo)
+    old = op_speed.before_sources("HEAD~1", root=repo)
+    assert sorted(old) == ["fused_rnn.cc", "product.h"]
+    assert 'REGISTER_OP("FusedRnnForwardBefore")' in old["fused_rnn.cc"]
+    assert sorted(op_speed.before_sources("HEAD", root=repo)) == ["cells.h", "fused_rnn.cc",
+                                                                 "product.h"]
+    sh("git", "rm", "-rq", "pipeline", cwd=repo)
+    sh("git", "commit", "-qm", "no op", cwd=repo)
+    with pytest.raises(SystemExit, match="no fused_rnn.cc"):
+        op_speed.before_sources("HEAD", root=repo)
+
+
+def test_a_child_measures_the_checkout_it_is_given(tmp_path):
+    """--against DIR: the child imports DIR's pipeline, not the editable install's."""
+    (tmp_path / "pipeline").mkdir()
+    (tmp_path / "pipeline" / "__init__.py").write_text("")
+    script = tmp_path / "where.py"
+    script.write_text("import json, os, pipeline\n"
+                      "print(json.dumps({'file': pipeline.__file__, 'cwd': os.getcwd()}))\n")
+    got = bench._child(str(script), root=tmp_path)
+    assert got == {"file": str(tmp_path / "pipeline" / "__init__.py"), "cwd": str(tmp_path)}
+
+
+def test_a_script_refuses_to_measure_another_checkouts_pipeline(tmp_path):
+    checkout.own_pipeline(ROOT)  # the installed package is this checkout's
+    with pytest.raises(SystemExit, match="PYTHONPATH="):
+        checkout.own_pipeline(tmp_path)
+
+
+def test_the_probes_are_one_script_with_a_subcommand_each():
+    probe = _bench("probe")
+    calls = probe.parser().parse_args(["steps-per-call", "bilstm", "--calls", "1", "25"])
+    assert calls.run is probe.steps_per_call and calls.calls == [1, 25]
+    assert probe.parser().parse_args(["fit-phases"]).model == "lstm"
+    out = subprocess.run([sys.executable, str(ROOT / "bench" / "probe.py"), "--help"],
+                         capture_output=True, text=True, check=True).stdout
+    assert "steps-per-call" in out and "fit-phases" in out
+
+
+def test_bench_readme_lists_every_script_and_only_those():
+    """bench/README.md: one row per script a user runs; the helpers named below it."""
+    text = (ROOT / "bench" / "README.md").read_text()
+    rows = {line.split("`")[1] for line in text.splitlines() if line.startswith("| `")}
+    scripts = {p.name for p in (ROOT / "bench").iterdir() if p.suffix in (".py", ".sh")}
+    helpers = {"speed_table.py", "torch_rnns.py", "checkout.py"}
+    assert rows == scripts - helpers
+    assert all(f"`{h}`" in text for h in helpers)
+    for line in text.splitlines():
+        for word in line.split("`"):
+            if word.startswith("reports/") and "{" not in word:
+                assert (ROOT / word).exists(), f"bench/README.md names {word}, which is missing"

@@ -47,7 +47,7 @@ DAGBAG = r"""
 import json, os, sys
 from airflow.dag_processing.dagbag import DagBag
 from airflow.sdk.definitions.mappedoperator import MappedOperator
-from pipeline.orchestration.orchestrate import DataValidationError, ParamsError, RemoteUnavailable, StageFailed
+from pipeline.orchestration.failures import DataValidationError, ParamsError, RemoteUnavailable, StageFailed
 
 def facts(dag):
     tasks = {}

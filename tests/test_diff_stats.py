@@ -1,5 +1,6 @@
 """diff_stats: the paired test and the machine check behind `make diff`, on constructed runs."""
 
+from pipeline.review import comparison
 from pipeline.review import markdown
 from pipeline.review import evidence
 from pipeline.evaluation import stats
@@ -15,7 +16,7 @@ def _preds(wrong: set[int]) -> list[int]:
 def _comparison(old_acc, new_acc, paired, machines=(None, None)):
     pairs = {"models.rnn.test_accuracy": (old_acc, new_acc),
              "models.gru.test_accuracy": (0.9, 0.9), "champion": ("rnn", "rnn")}
-    return markdown.Comparison(
+    return comparison.Comparison(
         rev="main", rev_desc="`main`", new_desc="the workspace", params=[],
         pairs={"metrics/evaluate.json": pairs},
         stages={"reran": [], "removed": [], "unchanged": []}, stale={},
@@ -89,9 +90,9 @@ def test_a_rerun_with_identical_data_outputs_says_so():
         return {"stages": {"fetch": {"cmd": "python -m pipeline.stages.fetch", "deps": [], "outs": [
             {"path": "data/raw", "md5": data_md5},
             {"path": "metrics/runtime/fetch.json", "md5": runtime_md5}]}}}
-    same_data = markdown.stage_changes(lock("a"), lock("b"))["reran"][0]["why"]
+    same_data = comparison.stage_changes(lock("a"), lock("b"))["reran"][0]["why"]
     assert same_data == ["inputs unchanged; data outputs identical (only its timing record differs)"]
-    other_data = markdown.stage_changes(lock("a"), lock("b", "d2"))["reran"][0]["why"]
+    other_data = comparison.stage_changes(lock("a"), lock("b", "d2"))["reran"][0]["why"]
     assert other_data[0].startswith("outputs only")
 
 

@@ -18,9 +18,11 @@ from pipeline.serve import export
 from pipeline.data import idx
 from pipeline.rnn import model as model_lib
 
-# Runs in the fresh process: only TensorFlow and NumPy, no `pipeline`.
+# Runs in the fresh process: only TensorFlow and NumPy, no `pipeline`. This venv has
+# the project installed editable; a serving host would not, so its finder goes first.
 LOADER = textwrap.dedent("""
     import gzip, json, sys, time
+    sys.meta_path[:] = [f for f in sys.meta_path if "__editable__" not in repr(f)]
     import numpy as np
     try:
         import pipeline

@@ -34,11 +34,8 @@ def _grads(net, x, y):
 
 @pytest.fixture(params=["fused", "native"])
 def kernel(request):
-    if request.param == "native":
-        from pipeline.rnn import native
-
-        if native.load() is None:  # CI installs g++: there this must not skip
-            pytest.skip(f"no native op here: {native.why_not()}")
+    if request.param == "native":  # fails where the op could build and did not
+        request.getfixturevalue("native_ops")
     return request.param
 
 
@@ -70,10 +67,11 @@ def test_a_tanh_rnn_and_a_concat_bilstm_fuse_too(kernel):
 
 
 def test_auto_fuses_only_what_was_measured_faster_and_what_it_implements(monkeypatch):
+    import native_support
     from pipeline.rnn import native
 
-    assert model.kernel_for(MODELS["lstm"], "auto") == (
-        "native" if native.load() is not None else "keras")
+    expected = "keras" if native_support.missing_tools() else "native"  # built where it can be
+    assert model.kernel_for(MODELS["lstm"], "auto") == expected, native.why_not()
     monkeypatch.setattr(native, "load", lambda: None)  # no compiler: TensorFlow's ops
     assert model.kernel_for(MODELS["rnn"], "auto") == "fused"
     assert model.kernel_for(MODELS["lstm"], "auto") == "keras"
@@ -111,18 +109,16 @@ def test_a_stock_copy_predicts_what_the_fused_model_predicts():
     np.testing.assert_allclose(stock(x).numpy(), fused(x).numpy(), atol=1e-5)
 
 
-@pytest.mark.parametrize("name", ["lstm", "gru", "rnn"])
-def test_bf16_products_stay_close_to_fp32_and_repeat_exactly(name):
+@pytest.mark.parametrize("name", ["lstm", "gru", "rnn", "rnn_tanh"])
+def test_bf16_products_stay_close_to_fp32_and_repeat_exactly(name, native_bf16_ops):
     """train.precision bf16: bfloat16 inputs to the recurrent products, fp32 sums."""
-    from pipeline.rnn import native
-
-    if native.load() is None or not native.bf16_supported():
-        pytest.skip("needs the native op on a CPU with AVX512_BF16")
+    cfg = (dataclasses.replace(MODELS["rnn"], activation="tanh") if name == "rnn_tanh"
+           else MODELS[name])
     rng = np.random.default_rng(3)
     x = rng.integers(0, 256, (6, 28, 28)).astype("float32")
     y = rng.integers(0, 10, 6)
-    fp32 = model.build(MODELS[name], kernel="native")
-    bf16 = model.build(MODELS[name], kernel="native", bf16=True)
+    fp32 = model.build(cfg, kernel="native")
+    bf16 = model.build(cfg, kernel="native", bf16=True)
     assert all(l.bf16 for l in bf16.layers if hasattr(l, "bf16"))
     bf16.set_weights(fp32.get_weights())
     out_f, grads_f = _grads(fp32, x, y)

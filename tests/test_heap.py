@@ -44,10 +44,10 @@ def test_freed_buffers_are_reused_without_page_faults():
     # glibc's defaults: the buffers go back to the kernel and come back as new pages,
     # a fault per 4 KiB page (81,288 here), or at least one per buffer with huge pages
     assert _faults("") >= 20 * 4
-    assert _faults("from pipeline import heap; assert heap.keep_freed_memory()\n") < 40
+    assert _faults("from pipeline.rnn import heap; assert heap.keep_freed_memory()\n") < 40
 
 
 def test_the_training_path_keeps_freed_memory():
-    setup = ("from pipeline import config, train\n"
+    setup = ("from pipeline import config\nfrom pipeline.stages import train\n"
              f"train.compiled('rnn', config.load({str(TINY_PARAMS)!r}), total_steps=10)\n")
     assert _faults(setup) < 40

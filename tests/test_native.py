@@ -1,4 +1,6 @@
-"""pipeline.rnn.native: the C++ op builds once per machine, and its absence is a clear fallback."""
+"""pipeline.rnn.native: the C++ op builds once per machine with no warning in our
+sources, for AVX2 CPUs too; a CPU without AVX2 and a missing compiler are clear fallbacks.
+Where a compiler and TensorFlow's headers are, a failed build fails (tests/native_support.py)."""
 
 import dataclasses
 import os
@@ -13,9 +15,7 @@ from pipeline.stages import train
 from pipeline.runtime import StageError
 
 
-def test_the_op_is_built_once_and_then_taken_from_the_cache():
-    if native.load() is None:
-        pytest.skip(f"no native op here: {native.why_not()}")
+def test_the_op_is_built_once_and_then_taken_from_the_cache(native_ops):
     first = native.build()  # load() built it: this is the cached file
     assert first.parent == native.cache_dir() and first.suffix == ".so"
     stamp = os.stat(first).st_mtime_ns
@@ -24,13 +24,11 @@ def test_the_op_is_built_once_and_then_taken_from_the_cache():
     # this shared cache. The AVX2 build test checks that, in a cache of its own.
 
 
-def test_another_clone_of_the_project_takes_the_same_library(tmp_path, monkeypatch):
+def test_another_clone_of_the_project_takes_the_same_library(tmp_path, monkeypatch, native_ops):
     """Each Airflow task runs in a fresh clone: the cache is keyed on the sources'
     text, so a clone at another path compiles nothing."""
     import shutil
 
-    if native.load() is None:
-        pytest.skip(f"no native op here: {native.why_not()}")
     first = native.build()
     stamp = os.stat(first).st_mtime_ns
     clone = shutil.copytree(native.SOURCE.parent, tmp_path / "clone" / "pipeline" / "native")
@@ -44,6 +42,26 @@ def test_another_clone_of_the_project_takes_the_same_library(tmp_path, monkeypat
 
     monkeypatch.setattr(native.subprocess, "run", version_only)
     assert native.build() == first and os.stat(first).st_mtime_ns == stamp
+
+
+def test_our_sources_compile_without_a_warning(native_ops):
+    """-Wall -Wextra: the build records the warnings in our sources (tests/test_native_builds.py
+    checks the AVX2 build's, whose masked loads only it compiles)."""
+    assert native.warnings(native.build()) == []
+
+
+def test_only_the_warnings_located_in_our_sources_count():
+    """g++ 12 reports its own intrinsics' false 'may be used uninitialized' where Eigen's
+    code, even inlined into ours, calls them: those are not ours to fix."""
+    here = native.SOURCE.parent
+    ours = f"{here}/cells.h:60:9: warning: unused variable ‘n’ [-Wunused-variable]"
+    stderr = "\n".join([
+        f"In file included from {here}/fused_rnn.cc:20:",
+        f"    inlined from ‘P rnn::cells::Sigmoid(const P&)’ at {here}/cells.h:56:92,",
+        "/usr/lib/gcc/x86_64-linux-gnu/12/include/avx512fintrin.h:5946:10: warning: ‘__Y’ may be "
+        "used uninitialized [-Wmaybe-uninitialized]",
+        ours, f"{here}/cells.h:60:9: note: declared here"])
+    assert native._own_warnings(stderr) == [ours]
 
 
 def test_without_a_compiler_auto_falls_back_and_native_stops_with_the_reason(
@@ -78,37 +96,3 @@ def test_precision_auto_follows_the_cpu_and_bf16_elsewhere_is_refused(monkeypatc
     assert not kernels.precision("auto", "native")
     with pytest.raises(StageError, match="AVX512_BF16"):
         kernels.precision("bf16", "native")
-
-
-def test_an_avx2_build_computes_what_keras_computes(tmp_path):
-    """What an AVX2-only CPU builds (no bf16): same outputs and gradients as Keras."""
-    import platform
-    import subprocess
-    import sys
-
-    if platform.machine() not in ("x86_64", "AMD64") or native.load() is None:
-        pytest.skip("needs an x86 compiler")
-    check = (
-        "import numpy as np, keras, tensorflow as tf\n"
-        "from pipeline import config, model, native\n"
-        "assert not native.bf16_supported(), 'an AVX2 build has no bf16'\n"
-        "cfg = config.load().models['lstm']\n"
-        "x = np.random.default_rng(0).integers(0, 256, (4, 28, 28)).astype('float32')\n"
-        "stock, ours = model.build(cfg, kernel='keras'), model.build(cfg, kernel='native')\n"
-        "ours.set_weights(stock.get_weights())\n"
-        "def run(net):\n"
-        "    with tf.GradientTape() as tape:\n"
-        "        out = net(x)\n"
-        "        loss = tf.reduce_sum(out * out)\n"
-        "    return out.numpy(), tape.gradient(loss, net.trainable_variables)\n"
-        "(a, ga), (b, gb) = run(stock), run(ours)\n"
-        "np.testing.assert_allclose(b, a, atol=1e-5)\n"
-        "for u, v in zip(ga, gb):\n"
-        "    np.testing.assert_allclose(v.numpy(), u.numpy(), atol=1e-4 * max(1, abs(u.numpy()).max()))\n"
-        "print('ok')\n")
-    env = {**os.environ, "PIPELINE_NATIVE_MARCH": "x86-64-v3",
-           "PIPELINE_NATIVE_CACHE": str(tmp_path), "TF_CPP_MIN_LOG_LEVEL": "2"}
-    done = subprocess.run([sys.executable, "-c", check], env=env, capture_output=True,
-                          text=True, cwd=Path(__file__).parent.parent)
-    assert done.returncode == 0 and "ok" in done.stdout, done.stderr[-2000:]
-    assert [p.suffix for p in tmp_path.iterdir()] == [".so"]  # built there, for AVX2

@@ -1,4 +1,4 @@
-"""What the DAG's tasks do (pipeline/orchestration/orchestrate.py, workspace.py, publish.py), on real DVC.
+"""What the DAG's tasks do (pipeline/orchestration/: orchestrate, workspace, publish, failures), on real DVC.
 
 Every task works in a private clone of the run's commit and hands on a record
 (dvc.lock entries and small outputs); data goes through the DVC remote. These
@@ -19,11 +19,9 @@ import pytest
 import yaml
 
 from conftest import copy_project, make_project, remote_holds_everything, sh, tool_env
-from pipeline.orchestration import orchestrate
-from pipeline.orchestration import publish
-from pipeline.orchestration import workspace
-from pipeline.orchestration.orchestrate import (DataValidationError, MirrorUnavailable, ParamsError,
-                                  RemoteUnavailable, StageFailed)
+from pipeline.orchestration import failures, orchestrate, publish, workspace
+from pipeline.orchestration.failures import (DataValidationError, MirrorUnavailable, ParamsError,
+                                             RemoteUnavailable, StageFailed)
 
 MODELS = ("rnn", "lstm", "gru", "bilstm")  # tests/fixtures/params-tiny.yaml
 
@@ -118,7 +116,7 @@ def test_an_unreachable_dvc_remote_is_transient_and_says_so(chain, tmp_path, mon
      StageFailed, "ERROR: failed to reproduce 'evaluate'"),
 ])
 def test_failures_are_sorted_for_the_retry_policy(stage, output, kind, shown, tmp_path):
-    exc = orchestrate.classify(stage, output, tmp_path)
+    exc = failures.classify(stage, output, tmp_path)
     assert type(exc) is kind
     assert str(exc).startswith(f"{stage}: ") and shown in str(exc)
 

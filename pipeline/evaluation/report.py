@@ -118,12 +118,12 @@ def versus(r: dict, ref) -> str:
     return f"{label} ({stats.p_text(p)})"
 
 
-def render(metrics: dict, references: dict, figures: str = "figures",
-           reference_name: str = "reference") -> str:
-    """The comparison table: our models, with 95% intervals, beside the dataset's references.
+def results_table(metrics: dict, references: dict, reference_name: str = "reference") -> list[str]:
+    """Our models, with 95% intervals, beside the dataset's references: Markdown rows.
 
     ``references`` are the run's own dataset's (``datasets.<name>.references``);
-    where it has none the reference columns are left out, never borrowed.
+    where it has none the reference columns are left out, never borrowed. The
+    README's results table is this table (pipeline.review.tables).
     """
     refs = bool(references)
     header = ["model", "val acc", "test acc", "95% CI (test)"]
@@ -132,9 +132,7 @@ def render(metrics: dict, references: dict, figures: str = "figures",
         header += [f"{reference_name} test", "Δ test", f"vs {reference_name}"]
     header += ["train time"] + ([f"{reference_name} time"] if refs else [])
     header += ["params", "best epoch", "images/s"]
-    lines = ["# Results", "",
-             f"Champion (best validation accuracy): **{metrics['champion']}**", "",
-             "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for name, r in metrics["models"].items():
         ref = references.get(name)
         row = [name, _pct(r["val_accuracy"])]
@@ -149,6 +147,16 @@ def render(metrics: dict, references: dict, figures: str = "figures",
             row.append(_duration(ref.wall_time_s if ref else None))
         row += [f"{r['params']:,}", str(r["best_epoch"]), f"{r['throughput_img_s']:,.0f}"]
         lines.append("| " + " | ".join(row) + " |")
+    return lines
+
+
+def render(metrics: dict, references: dict, figures: str = "figures",
+           reference_name: str = "reference") -> str:
+    """evaluate's report: the results table, how to read it, per-class F1, pictures."""
+    refs = bool(references)
+    lines = ["# Results", "",
+             f"Champion (best validation accuracy): **{metrics['champion']}**", "",
+             *results_table(metrics, references, reference_name)]
     lines += ["", "95% CI: exact (Clopper-Pearson) confidence interval of the test accuracy "
               "over the test images.", ""]
     if refs:
@@ -163,6 +171,11 @@ def render(metrics: dict, references: dict, figures: str = "figures",
                   "(`datasets.<name>.references`), so none are shown.", ""]
     lines += ["Test accuracy is measured on the checkpoint with the best validation "
               "accuracy, as in the tutorial.", "",
+              f"Arithmetic: validation and test accuracy (and so the champion) come from "
+              f"the same model in the same arithmetic: {metrics.get('arithmetic', 'not recorded')}. "
+              "Training ran " + "; ".join(sorted({f"{r.get('training_arithmetic', 'not recorded')}"
+                                                  for r in metrics["models"].values()}))
+              + "; its own validation accuracy only picked each model's checkpoint.", "",
               "## Per-class F1 (test)", "",
               "| model | " + " | ".join(next(iter(metrics["models"].values()))["per_class"]) + " |",
               "|---|" + "---|" * len(next(iter(metrics["models"].values()))["per_class"])]

@@ -14,9 +14,10 @@ outputs), pulls exactly its stage's data inputs from the DVC remote, runs
 the record with its own entry added. So any task can run on any worker, a
 retry may land elsewhere, and trainings never contend for one DVC lock.
 
-Failures are sorted for the DAG's retry policy: ``TransientError`` (a mirror
-or the DVC remote down) is worth retrying later; ``PermanentError`` (data
-that failed validation, bad params) is not; anything else is a ``StageFailed``.
+Failures are raised as the classes the DAG's retry policy acts on
+(``pipeline/orchestration/failures.py``): a DVC remote that fails is transient
+(retried later), a missing stage or bad params permanent (never retried), and
+a failed ``dvc repro`` is sorted by ``failures.classify``.
 
 Airflow imports this module when it parses the DAG, so only the standard
 library is imported at the top; YAML, pydantic and DVC load when a task runs.
@@ -28,7 +29,6 @@ import argparse
 import json
 import logging
 import os
-import re
 import shutil
 import signal
 import subprocess
@@ -38,38 +38,12 @@ from collections import deque
 from pathlib import Path
 
 from pipeline.orchestration import workspace
+from pipeline.orchestration.failures import (ParamsError, PermanentError, RemoteUnavailable,
+                                             StageFailed, TransientError, classify, error_lines)
 
 log = logging.getLogger("pipeline.orchestration.orchestrate")
 
 OUTPUT_TAIL_LINES = 400     # lines of a command's output kept to explain a failure
-
-
-class StageFailed(RuntimeError):
-    """A stage or publish step failed; the message is what the task log shows."""
-
-
-class TransientError(StageFailed):
-    """Likely to pass on a later try: retried with back-off."""
-
-
-class RemoteUnavailable(TransientError):
-    """The DVC or git remote did not answer or refused a transfer."""
-
-
-class MirrorUnavailable(TransientError):
-    """No dataset mirror answered."""
-
-
-class PermanentError(StageFailed):
-    """Trying again cannot help until a person changes data or params: never retried."""
-
-
-class DataValidationError(PermanentError):
-    """The raw data failed the validate stage's expectations."""
-
-
-class ParamsError(PermanentError):
-    """params.yaml is unusable."""
 
 
 # --- running commands -------------------------------------------------------
@@ -132,45 +106,6 @@ def dvc(cwd: Path, *args: str, what: str, quiet: bool = False) -> tuple[int, str
     return proc.returncode, proc.stdout if proc.returncode == 0 else f"{proc.stdout}\n{proc.stderr}"
 
 
-# --- stages -----------------------------------------------------------------
-
-def error_lines(output: str, stage: str) -> str:
-    """The stage's own error message (``<stage>: error: ...`` and its indented
-    continuation), else DVC's ``ERROR:`` lines, else the last lines."""
-    lines = output.splitlines()
-    start = next((i for i, line in enumerate(lines) if line.startswith(f"{stage}: error:")), None)
-    if start is not None:
-        end = start + 1
-        while end < len(lines) and lines[end].startswith((" ", "\t")):
-            end += 1
-        return "\n".join(lines[start:end])
-    dvc_errors = [line for line in lines if line.startswith("ERROR:")]
-    return "\n".join(dvc_errors or lines[-20:])
-
-
-def classify(stage: str, output: str, project: Path) -> StageFailed:
-    """Turn a failed ``dvc repro`` into the exception the retry policy acts on."""
-    message = error_lines(output, stage)
-    if stage == "validate" and _validation_failed(project):
-        return DataValidationError(
-            f"validate: the raw data failed validation (not retried: fix the data or the "
-            f"`validate` bounds in params.yaml)\n{message}")
-    if re.search(r"error: params\.yaml: ", message):
-        return ParamsError(f"{stage}: params.yaml is invalid (not retried)\n{message}")
-    if stage == "fetch" and "every mirror failed" in message:
-        return MirrorUnavailable(f"fetch: no dataset mirror answered (retried later)\n{message}")
-    return StageFailed(f"{stage}: the stage failed\n{message}")
-
-
-def _validation_failed(project: Path) -> bool:
-    from pipeline import config
-
-    try:
-        return json.loads((project / config.VALIDATION_METRICS).read_text())["success"] is False
-    except (OSError, ValueError, KeyError):
-        return False
-
-
 def _outcome(stage: str, output: str) -> str:
     if f"Running stage '{stage}'" in output:
         return "ran"
@@ -203,7 +138,7 @@ def _params(ws: Path):
     from pipeline import config
 
     try:
-        return config.load(ws / config.PARAMS_FILE)
+        return config.load_project(ws)
     except config.ConfigError as exc:
         raise ParamsError(f"params.yaml is invalid (not retried): {exc}") from None
 

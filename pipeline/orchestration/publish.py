@@ -34,9 +34,10 @@ from pipeline.serve import champion
 from pipeline.serve import registry
 from pipeline.orchestration import workspace
 from pipeline.serve.champion import decide
-from pipeline.orchestration.orchestrate import (PermanentError, RemoteUnavailable, StageFailed,
-                                  TransientError, command_env, dvc, error_lines,
-                                  open_task_workspace, pull, push, stage_facts)
+from pipeline.orchestration.failures import (PermanentError, RemoteUnavailable, StageFailed,
+                                             TransientError, error_lines)
+from pipeline.orchestration.orchestrate import (command_env, dvc, open_task_workspace, pull, push,
+                                                stage_facts)
 
 log = logging.getLogger("pipeline.orchestration.publish")
 

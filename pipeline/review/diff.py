@@ -4,7 +4,7 @@
 (``make diff REV=main``) writes ``<out>/report.md``: the changed params
 (``dvc params diff``), the four models' headline metrics at both revisions with
 signed changes (``dvc metrics diff --all``), McNemar's exact test of each
-changed model on the same test images (``diff_stats``: only significant changes
+changed model on the same test images (``evidence``: only significant changes
 count as changed in the summary), per-class F1 of the models that changed,
 whether both sides ran on the same kind of machine, the champion, the stages DVC reran, and static comparison images
 (``curves.png``, ``confusion.png``) beside it, plus ``dvc plots diff``'s HTML
@@ -21,8 +21,8 @@ When there is nothing to compare (the same revision with a clean workspace, or
 no committed ``metrics/evaluate.json`` on either side) the report says so in one
 line instead of showing empty tables; that is not an error (exit 0).
 
-This module runs git and DVC; ``diff_report`` turns their output into Markdown
-and ``diff_figures`` draws the PNGs.
+This module runs git and DVC; ``comparison`` gives their output a shape,
+``markdown`` turns it into Markdown and ``figures`` draws the PNGs.
 """
 
 from __future__ import annotations
@@ -38,9 +38,9 @@ from pathlib import Path
 import yaml
 
 from pipeline import config
-from pipeline.review.markdown import (EVAL_METRICS, Comparison, champion, parse_params_diff,
-                                  metric_pairs, render, render_nothing, stage_changes,
-                                  stale_stages)
+from pipeline.review.comparison import (EVAL_METRICS, Comparison, champion, metric_pairs,
+                                        parse_params_diff, stage_changes, stale_stages)
+from pipeline.review.markdown import render, render_nothing
 
 log = logging.getLogger("pipeline.review.diff")
 
@@ -114,16 +114,7 @@ def collect(rev: str, project: Path) -> Comparison:
         stages=stage_changes(_load_lock(git_show(rev, LOCK_FILE, project)), new_lock,
                              _load_lock(git_show("HEAD", LOCK_FILE, project))),
         stale=stale_stages(dvc_json("status", cwd=project), new_lock),
-        order=_model_order(project))
-
-
-def _model_order(project: Path) -> list[str]:
-    """The workspace's models in params.yaml order (rnn, lstm, gru, bilstm)."""
-    try:
-        raw = yaml.safe_load((project / config.PARAMS_FILE).read_text()) or {}
-        return list(raw.get("models") or {})
-    except (OSError, yaml.YAMLError, AttributeError):
-        return []
+        order=config.model_order(project))  # the workspace's models, in params.yaml order
 
 
 def _curves(text_of, name: str) -> dict[str, tuple[list[float], list[float]]]:
@@ -154,7 +145,7 @@ def _workspace_text(project: Path):
 
 
 def significance(rev: str, project: Path, c: Comparison) -> None:
-    """Paired tests of the changed models and both sides' machines (``diff_stats``)."""
+    """Paired tests of the changed models and both sides' machines (``evidence``)."""
     from pipeline.review import evidence
 
     at_rev, here = (lambda path: git_show(rev, path, project)), _workspace_text(project)

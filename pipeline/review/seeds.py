@@ -149,7 +149,7 @@ def run(n: int, project: Path = Path("."), first: int | None = None,
     project = Path(project).resolve()
     if n < 1:
         raise StageError("seeds: N must be at least 1")
-    params = config.load(project / config.PARAMS_FILE)
+    params = config.load_project(project)
     seeds = seed_list(params.train.seed if first is None else first, n)
     per_seed = {seed: run_seed(seed, project) for seed in seeds}
     summary = summarise(per_seed)

@@ -8,10 +8,16 @@ here, against the TensorFlow that will load it, for this CPU (``-march=native``)
 about 20 s the first time, then from a cache keyed by the source, TensorFlow's
 version, the compiler and the CPU's flags. Each Airflow worker builds its own.
 
-Where no C++ compiler is found or the build fails, ``load`` returns None after
-one warning naming the reason, and ``train.kernel: auto`` falls back to
-``pipeline.rnn.fused`` (the same maths in TensorFlow ops, slower). ``why_not`` says
-why, for ``train.kernel: native``, which then stops.
+Where no C++ compiler is found or the build fails (also on purpose: an x86
+target without AVX2), ``load`` returns None after one warning naming the reason,
+and ``train.kernel: auto`` falls back to ``pipeline.rnn.fused`` (the same maths in
+TensorFlow ops, slower). ``why_not`` says why, for ``train.kernel: native``, which
+then stops.
+
+Warnings: ``-Wall -Wextra`` on our sources, TensorFlow's and Eigen's headers as
+system headers; the build never fails on a warning (a newer compiler may add
+one), but each build records those in our sources beside the library
+(``warnings``), and a test requires none.
 
 Cache: ``$PIPELINE_NATIVE_CACHE``, else ``$XDG_CACHE_HOME/rnn-pipeline/native``
 (``~/.cache/...``). ``CXX`` picks the compiler (default ``g++``) and
@@ -34,7 +40,9 @@ from pathlib import Path
 
 log = logging.getLogger("pipeline.rnn.native")
 SOURCE = Path(__file__).with_name("native") / "fused_rnn.cc"
-HEADERS = (SOURCE.with_name("product.h"), SOURCE.with_name("cells.h"))  # included by SOURCE: part of the cache key
+HEADERS = tuple(SOURCE.with_name(h) for h in ("product.h", "cells.h", "checks.h"))  # SOURCE's: in the key
+INPUTS = {"fused_rnn_forward": ("FusedRnnForward", ("x", "w", "b", "u", "b_rec")),
+          "fused_rnn_backward": ("FusedRnnBackward", ("d_hs", "x", "w", "hs", "saved", "u"))}
 _failure: list[str] = []  # why the last load gave None
 
 
@@ -53,10 +61,25 @@ def _command(cxx: str, source: Path, out: Path) -> list[str]:
     import tensorflow as tf
 
     target = os.environ.get("PIPELINE_NATIVE_MARCH", "native")
-    arch = [f"-march={target}" if platform.machine() in ("x86_64", "AMD64") else f"-mcpu={target}"]
-    return [cxx, "-O3", *arch, "-shared", "-fPIC", "-w", "-DEIGEN_DONT_PARALLELIZE",
-            *tf.sysconfig.get_compile_flags(), str(source), "-o", str(out),
+    x86 = platform.machine() in ("x86_64", "AMD64")
+    # TensorFlow's Eigen fails to compile its AVX512-FP16 packets (PacketMathFP16.h,
+    # TensorFlow 2.21); the op has no half precision, so Eigen is not told of them
+    arch = [f"-march={target}", "-U__AVX512FP16__"] if x86 else [f"-mcpu={target}"]
+    # TensorFlow's (and Eigen's) headers as system headers: the warnings are our sources'
+    flags = []
+    for flag in tf.sysconfig.get_compile_flags():
+        flags += ["-isystem", flag[2:]] if flag.startswith("-I") else [flag]
+    # -Wfatal-errors: a refused target (cells.h's #error) stops there, not after every header
+    return [cxx, "-O3", *arch, "-shared", "-fPIC", "-Wall", "-Wextra", "-Wfatal-errors",
+            "-DEIGEN_DONT_PARALLELIZE", *flags, str(source), "-o", str(out),
             *tf.sysconfig.get_link_flags()]
+
+
+def _own_warnings(stderr: str) -> list[str]:
+    """The compiler's warnings located in our sources (not those it reports in its
+    own or TensorFlow's headers, even where our code inlined them)."""
+    folder = f"{SOURCE.parent}{os.sep}"
+    return [ln for ln in stderr.splitlines() if ln.startswith(folder) and ": warning:" in ln]
 
 
 def _key(cxx: str, command: list[str]) -> str:
@@ -91,24 +114,63 @@ def build(out_dir: Path | None = None) -> Path:
         done = subprocess.run(_command(cxx, SOURCE, built), capture_output=True, text=True,
                               timeout=900)
         if done.returncode:
-            errors = [ln for ln in done.stderr.splitlines() if "error" in ln] or [""]
+            lines = done.stderr.splitlines()
+            errors = ([ln for ln in lines if ": error:" in ln or ": fatal error:" in ln]
+                      or [ln for ln in lines if "error" in ln] or [""])
             raise BuildError(f"{cxx} failed on {SOURCE}: {errors[0].strip()[:300]}")
+        ours = _own_warnings(done.stderr)
+        if ours:
+            log.warning("native: %d compiler warning(s) in our sources, first: %s", len(ours), ours[0])
+        record = Path(tmp) / f"{target.stem}.warnings"  # before the library: found with it
+        record.write_text("".join(f"{w}\n" for w in ours))
+        record.replace(target.with_suffix(".warnings"))
         built.replace(target)
     return target
 
 
+def warnings(library: Path) -> list[str] | None:
+    """The compiler's warnings in our sources when it built ``library`` (None: not recorded)."""
+    record = Path(library).with_suffix(".warnings")
+    return record.read_text().splitlines() if record.exists() else None
+
+
 @functools.cache
 def load():
-    """The ops module (``fused_rnn_forward``/``fused_rnn_backward``), or None."""
+    """The ops (``fused_rnn_forward``/``fused_rnn_backward``, dtypes checked), or None."""
     import tensorflow as tf
 
     try:
-        return tf.load_op_library(str(build()))
+        return _Checked(tf.load_op_library(str(build())))
     except (BuildError, OSError, subprocess.SubprocessError, tf.errors.NotFoundError) as exc:
         _failure[:] = [str(exc).splitlines()[0] if str(exc) else type(exc).__name__]
         log.warning("native: %s; the recurrent layers run on TensorFlow ops instead",
                     _failure[0])
         return None
+
+
+class _Checked:
+    """The ops, each tensor input's dtype checked first. TensorFlow refuses a dtype
+    the op does not declare itself, but names the input only by its position (eager)
+    or, for a captured tensor in a graph, says "Unreachable"."""
+
+    def __init__(self, module):
+        self.module = module  # the ops as tf.load_op_library gave them
+
+    def fused_rnn_forward(self, *inputs, **attrs):
+        return self._run("fused_rnn_forward", inputs, attrs)
+
+    def fused_rnn_backward(self, *inputs, **attrs):
+        return self._run("fused_rnn_backward", inputs, attrs)
+
+    def _run(self, name: str, inputs: tuple, attrs: dict):
+        import tensorflow as tf
+
+        op, names = INPUTS[name]
+        for arg, value in zip(names, inputs):
+            if tf.is_tensor(value) and value.dtype != tf.float32:
+                raise tf.errors.InvalidArgumentError(
+                    None, None, f"{op}: {arg} must be float32, got {value.dtype.name}")
+        return getattr(self.module, name)(*inputs, **attrs)
 
 
 def bf16_supported() -> bool:

@@ -5,7 +5,7 @@ MNIST, whose images are made in a precise way: a light digit on a black
 background, scaled (keeping its aspect ratio) to fit a 20x20 box, anti-aliased,
 and placed in a 28x28 frame so that its centre of mass is at the centre. A
 photo of dark ink on white paper looks nothing like that, so ``to_mnist`` redoes
-those steps (the README lists them for users):
+those steps (docs/serving.md lists them for users):
 
 1. EXIF orientation applied; transparency composited onto white;
 2. grey scale (ITU-R 601 luma);

@@ -4,7 +4,7 @@ Not a stage and no params: the command a user runs after the pipeline.
 Inputs: files or folders (searched recursively for .png, .jpg, .jpeg, IDX
 files) of pictures of any size and colour, and IDX image files (one
 prediction per image). Pictures are brought to MNIST's form by
-``pipeline.serve.images`` (see the README). Output, per image: the predicted class,
+``pipeline.serve.images`` (see docs/serving.md). Output, per image: the predicted class,
 its probability and the runner-up with its probability, as a table or, with
 ``--json``, as one JSON object per line.
 

@@ -11,7 +11,7 @@ consumer resolves it with git alone:
 
 The artifact is declared in ``dvc.yaml`` (``artifacts: champion: path:
 models/champion``), so a consumer needs one command for the production model:
-``dvc artifacts get <repo-url> champion --stage prod`` (see the README).
+``dvc artifacts get <repo-url> champion --stage prod`` (see docs/serving.md).
 
 How ``publish`` calls it (the lead wires it; nothing here pushes)::
 

@@ -20,7 +20,7 @@ is the same either way, the rounding not.
 Keras runs ``steps_per_call`` steps per call into TensorFlow
 (``steps_per_execution``; ``protocol.plan``: 110 of an epoch's 550, and always a
 divisor of every check): Python's fit loop and the callbacks run between calls,
-not between steps (``bench/steps_per_call.py``, AMD EPYC, 2 cores: BiLSTM 4,143
+not between steps (``bench/probe.py steps-per-call``, AMD EPYC, 2 cores: BiLSTM 4,143
 images/s at 25 steps per call against 3,603 at one). The maths is the same:
 the weights come out bit-identical (tested).
 Per-batch callbacks see each call's last step, so TerminateOnNaN stops a
@@ -235,6 +235,8 @@ def run(name: str, params: config.Params, split_dir: Path = config.SPLIT_DIR,
     if not work_ckpt.exists():
         raise StageError(f"train@{name}: no checkpoint was written; {checkpoint} left as it was")
 
+    from pipeline.rnn import kernels
+
     checks_run = tracker.last_check
     summary = {
         "best_val_accuracy": round(tracker.best, 6),
@@ -247,6 +249,7 @@ def run(name: str, params: config.Params, split_dir: Path = config.SPLIT_DIR,
         "early_stopped": checks_run < p["checks"],
         "wall_time_s": round(tracker.elapsed_s, 1),
         "params": int(net.count_params()),
+        "arithmetic": kernels.choose(params.models[name], params.train).describe(),
     }
     live.summary.update(summary)
     live.make_summary()

@@ -15,10 +15,16 @@
 
 #include "Eigen/Core"
 
+// The masked loads and stores below are AVX-512's or AVX2's on x86 (AVX alone
+// has no 8-lane integer compare); elsewhere Eigen's partial loads and stores.
+#if (defined(__x86_64__) || defined(__i386__)) && !defined(__AVX2__)
+#error "fused_rnn needs AVX2 on x86, and this -march has none"
+#endif
+
 namespace rnn::cells {
 
 using P = Eigen::internal::packet_traits<float>::type;
-constexpr int kWidth = Eigen::internal::unpacket_traits<P>::size;
+constexpr int kWidth = Eigen::internal::packet_traits<float>::size;
 
 #if defined(EIGEN_VECTORIZE_AVX) && !defined(EIGEN_VECTORIZE_AVX512)
 inline __m256i Tail(int n) {  // AVX2's masked loads and stores: the first n lanes

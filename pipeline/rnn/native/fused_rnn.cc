@@ -18,6 +18,7 @@
 
 #include "Eigen/Core"
 #include "cells.h"
+#include "checks.h"
 #include "product.h"
 #include "tensorflow/core/framework/op.h"
 #include "tensorflow/core/framework/op_kernel.h"
@@ -29,22 +30,9 @@ using MapM = Eigen::Map<Mat>;
 using Arr = Eigen::Array<float, Eigen::Dynamic, 1>;
 using MapA = Eigen::Map<Arr>;
 using CMapA = Eigen::Map<const Arr>;
-
-namespace {
-
-enum Cell { kRelu, kTanh, kLstm, kGru };
-
-Cell ParseCell(const std::string& s) {
-  if (s == "relu") return kRelu;
-  if (s == "tanh") return kTanh;
-  if (s == "lstm") return kLstm;
-  return kGru;
-}
-
-int Gates(Cell c) { return c == kLstm ? 4 : c == kGru ? 3 : 1; }
-int Saved(Cell c) { return c == kLstm ? 6 : c == kGru ? 4 : 0; }  // per unit and step
-
-}  // namespace
+using rnn::Cell, rnn::kRelu, rnn::kTanh, rnn::kLstm, rnn::kGru;
+namespace checks = rnn::checks;
+using Sizes = shape_inference::DimensionHandle[checks::kSizes];
 
 REGISTER_OP("FusedRnnForward")
     .Input("x: float")
@@ -57,15 +45,13 @@ REGISTER_OP("FusedRnnForward")
     .Output("hs: float")
     .Output("saved: float")
     .SetShapeFn([](shape_inference::InferenceContext* c) {
-      auto xp = c->input(0);
       std::string cell;
       TF_RETURN_IF_ERROR(c->GetAttr("cell", &cell));
-      auto units = c->Dim(c->input(3), 0);
-      c->set_output(0, c->MakeShape({c->Dim(xp, 0), c->Dim(xp, 1), units}));
-      shape_inference::DimensionHandle width;
-      TF_RETURN_IF_ERROR(c->Multiply(units, Saved(ParseCell(cell)), &width));
-      c->set_output(1, c->MakeShape({c->Dim(xp, 1), c->Dim(xp, 0), width}));
-      return OkStatus();
+      Sizes n;
+      TF_RETURN_IF_ERROR(checks::CheckShapes(c, checks::Forward(rnn::ParseCell(cell)), n));
+      c->set_output(0, c->MakeShape({n[checks::kB], n[checks::kT], n[checks::kH]}));
+      c->set_output(1, c->MakeShape({n[checks::kT], n[checks::kB], n[checks::kSaved]}));
+      return absl::OkStatus();
     });
 
 REGISTER_OP("FusedRnnBackward")
@@ -83,16 +69,17 @@ REGISTER_OP("FusedRnnBackward")
     .Output("d_u: float")
     .Output("d_b_rec: float")
     .SetShapeFn([](shape_inference::InferenceContext* c) {
-      auto u = c->input(5);
       std::string cell;
       TF_RETURN_IF_ERROR(c->GetAttr("cell", &cell));
-      c->set_output(0, c->input(1));
-      c->set_output(1, c->input(2));
-      c->set_output(2, c->MakeShape({c->Dim(u, 1)}));
-      c->set_output(3, u);
-      if (ParseCell(cell) == kGru) c->set_output(4, c->MakeShape({c->Dim(u, 1)}));
-      else c->set_output(4, c->MakeShape({0}));
-      return OkStatus();
+      const Cell kind = rnn::ParseCell(cell);
+      Sizes n;
+      TF_RETURN_IF_ERROR(checks::CheckShapes(c, checks::Backward(kind), n));
+      c->set_output(0, c->MakeShape({n[checks::kB], n[checks::kT], n[checks::kF]}));
+      c->set_output(1, c->MakeShape({n[checks::kF], n[checks::kGates]}));
+      c->set_output(2, c->MakeShape({n[checks::kGates]}));
+      c->set_output(3, c->MakeShape({n[checks::kH], n[checks::kGates]}));
+      c->set_output(4, c->MakeShape({kind == kGru ? n[checks::kGates] : n[checks::kNone]}));
+      return absl::OkStatus();
     });
 
 // What both ops share: the cell and the products' precision, from their attributes.
@@ -103,8 +90,8 @@ class CellOp : public OpKernel {
     OP_REQUIRES_OK(ctx, ctx->GetAttr("cell", &cell));
     OP_REQUIRES_OK(ctx, ctx->GetAttr("bf16", &bf16_));
     OP_REQUIRES(ctx, !bf16_ || rnn::Product::Bf16Available(),
-                errors::InvalidArgument("fused_rnn: bf16 needs a build with AVX512_BF16"));
-    cell_ = ParseCell(cell);
+                absl::InvalidArgumentError("fused_rnn: bf16 needs a build with AVX512_BF16"));
+    cell_ = rnn::ParseCell(cell);
   }
 
  protected:
@@ -117,20 +104,15 @@ class FusedRnnForwardOp : public CellOp {
   using CellOp::CellOp;
 
   void Compute(OpKernelContext* ctx) override {
+    int64_t n[checks::kSizes];
+    OP_REQUIRES_OK(ctx, checks::CheckTensors(ctx, checks::Forward(cell_), n));
     const Tensor& x_t = ctx->input(0);
     const Tensor& w_t = ctx->input(1);
     const Tensor& bias_t = ctx->input(2);
     const Tensor& u_t = ctx->input(3);
     const Tensor& b_t = ctx->input(4);
-    OP_REQUIRES(ctx, x_t.dims() == 3 && w_t.dims() == 2 && u_t.dims() == 2,
-                errors::InvalidArgument("FusedRnnForward: x must be (B, T, F), w (F, G*H), u (H, G*H)"));
-    const int B = x_t.dim_size(0), T = x_t.dim_size(1), F = x_t.dim_size(2);
-    const int GH = u_t.dim_size(1), H = u_t.dim_size(0), S = Saved(cell_) * H;
-    OP_REQUIRES(ctx, w_t.dim_size(0) == F && w_t.dim_size(1) == GH && GH == Gates(cell_) * H &&
-                         bias_t.NumElements() == GH,
-                errors::InvalidArgument("FusedRnnForward: x, w, b, u and cell disagree on a width"));
-    OP_REQUIRES(ctx, cell_ != kGru || b_t.NumElements() == GH,
-                errors::InvalidArgument("FusedRnnForward: the GRU needs its recurrent bias"));
+    const int B = n[checks::kB], T = n[checks::kT], F = n[checks::kF], H = n[checks::kH];
+    const int GH = n[checks::kGates], S = n[checks::kSaved];
     Tensor* hs_t = nullptr;
     Tensor* saved_t = nullptr;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, TensorShape({B, T, H}), &hs_t));
@@ -150,17 +132,17 @@ class FusedRnnForwardOp : public CellOp {
     Mat zbuf(cell_ == kGru ? B : 0, ldz);
     for (int t = 0; t < T; ++t) {
       // row b of step t: xp + (b * T + t) * ldx, hs + (b * T + t) * H
-      const float* hp = hs + (size_t)(t - 1) * H;
       // z (rows ldzs apart): what the gates read. The GRU's holds the recurrent part
       // alone (r multiplies it); the others add it to the input's part in place in xp.
       float* z = cell_ == kGru ? zbuf.data() : xp + (size_t)t * ldx;
       const size_t ldzs = cell_ == kGru ? ldz : (size_t)T * ldx;
-      if (cell_ == kGru) {
-        if (t) rec.Run(hp, T * H, B, z, ldz, false); else zbuf.setZero();
-        for (int b = 0; b < B; ++b) MapA(z + (size_t)b * ldz, GH) += CMapA(brec, GH);
-      } else if (t) {
-        rec.Run(hp, T * H, B, z, ldzs, true);
+      if (t) {  // h of the step before: row b at hs + (b * T + t - 1) * H
+        rec.Run(hs + (size_t)(t - 1) * H, T * H, B, z, ldzs, /*accumulate=*/cell_ != kGru);
+      } else if (cell_ == kGru) {
+        zbuf.setZero();
       }
+      if (cell_ == kGru)
+        for (int b = 0; b < B; ++b) MapA(z + (size_t)b * ldz, GH) += CMapA(brec, GH);
       for (int b = 0; b < B; ++b) {
         float* zr = z + (size_t)b * ldzs;
         float* hr = hs + ((size_t)b * T + t) * H;
@@ -184,17 +166,16 @@ class FusedRnnBackwardOp : public CellOp {
   using CellOp::CellOp;
 
   void Compute(OpKernelContext* ctx) override {
+    int64_t n[checks::kSizes];
+    OP_REQUIRES_OK(ctx, checks::CheckTensors(ctx, checks::Backward(cell_), n));
     const Tensor& dhs_t = ctx->input(0);
     const Tensor& x_t = ctx->input(1);
     const Tensor& w_t = ctx->input(2);
     const Tensor& hs_t = ctx->input(3);
     const Tensor& saved_t = ctx->input(4);
     const Tensor& u_t = ctx->input(5);
-    const int B = hs_t.dim_size(0), T = hs_t.dim_size(1), H = hs_t.dim_size(2);
-    const int F = x_t.dim_size(2), GH = u_t.dim_size(1), S = Saved(cell_) * H;
-    OP_REQUIRES(ctx, dhs_t.shape() == hs_t.shape() && GH == Gates(cell_) * H &&
-                         x_t.dim_size(0) == B && x_t.dim_size(1) == T && w_t.dim_size(0) == F,
-                errors::InvalidArgument("FusedRnnBackward: shapes disagree"));
+    const int B = n[checks::kB], T = n[checks::kT], F = n[checks::kF], H = n[checks::kH];
+    const int GH = n[checks::kGates], S = n[checks::kSaved];
     Tensor *dxin_t = nullptr, *dw_t = nullptr, *dbias_t = nullptr, *du_t = nullptr, *db_t = nullptr;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, x_t.shape(), &dxin_t));
     OP_REQUIRES_OK(ctx, ctx->allocate_output(1, w_t.shape(), &dw_t));
@@ -209,8 +190,8 @@ class FusedRnnBackwardOp : public CellOp {
     rnn::Product back(u_t.flat<float>().data(), GH, H, /*transposed=*/true, bf16_);  // U^T
     const int ldh = back.padded_n();
     const int ldu = bf16_ ? (GH + 15) / 16 * 16 : GH;
-    Mat dU = Mat::Zero(H, ldu);       // sum over steps of h_{t-1}^T dz_t
-    rnn::SumAtB grad_u(bf16_, T - 1, B, H, GH, dU.data(), ldu);
+    Mat dU = Mat::Zero(H, ldu);       // sum over steps of h_{t-1}^T dz_t: T - 1 of them
+    rnn::SumAtB grad_u(bf16_, std::max(T - 1, 0), B, H, GH, dU.data(), ldu);
     Eigen::RowVectorXf db = Eigen::RowVectorXf::Zero(GH);
     // d of what multiplies U at this step, rows ldd apart: the GRU's own (its last gate
     // differs from d xp), the others' is d xp itself, written in place in dxp

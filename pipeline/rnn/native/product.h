@@ -72,7 +72,9 @@ inline void RowPairs(const float* a, int lda, int M, int K, std::vector<uint32_t
     for (int k = 0; k < K; k += 32) {
       const int n = K - k;
       const __m512 lo = _mm512_maskz_loadu_ps(Mask(n), row + k);
-      const __m512 hi = _mm512_maskz_loadu_ps(Mask(n - 16), row + k + 16);
+      // n <= 16: row + k + 16 would point past the row (and past a's end on its last row)
+      const __m512 hi = n > 16 ? _mm512_maskz_loadu_ps(Mask(n - 16), row + k + 16)
+                               : _mm512_setzero_ps();
       _mm512_mask_storeu_epi32(out.data() + (size_t)m * kp + k / 2, Mask((n + 1) / 2),
                                (__m512i)_mm512_cvtne2ps_pbh(hi, lo));
     }
@@ -202,7 +204,7 @@ class Product {
 // up to 16.
 class SumAtB {
  public:
-  SumAtB(bool bf16, int parts, int K, int M, int N, float* c, int ldc)
+  SumAtB(bool bf16, [[maybe_unused]] int parts, int K, int M, int N, float* c, int ldc)
       : bf16_(bf16), K_(K), M_(M), N_(N), ldc_(ldc), c_(c) {
 #if RNN_HAVE_BF16
     if (bf16_) {
