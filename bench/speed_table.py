@@ -17,14 +17,22 @@ def _rate(m: dict) -> str:
     return f"{m['images_per_s']:,.0f} ({min(rates):,.0f}-{max(rates):,.0f})"
 
 
+def _precision(result: dict) -> str:
+    """The precision of the project's products, whose peak its share is taken of."""
+    return result.get("project_precision", "fp32")
+
+
 def _share(result: dict, r: dict) -> str:
-    """The project's share of the TensorFlow peak: per round against that round's
-    peak where the rounds measured one (median, range), else against the one peak."""
+    """The project's share of TensorFlow's peak in the precision its products use:
+    per round against that round's peak where the rounds measured one (median,
+    range), else against the one peak."""
+    bf16 = _precision(result) == "bf16"
     mflop, rounds = r["train_mflop_per_image"], r["project"].get("rounds")
-    if not (result.get("peak_rounds") and rounds):
-        peak = result["peak_gflops"]["tensorflow"]
+    peaks = result.get("peak_rounds_bf16" if bf16 else "peak_rounds")
+    if not (peaks and rounds):
+        peak = result["peak_gflops"]["bf16" if bf16 else "tensorflow"]
         return f"{100 * r['project']['images_per_s'] * mflop / 1e3 / peak:.0f}%"
-    shares = [100 * rate * mflop / 1e3 / pk for rate, pk in zip(rounds, result["peak_rounds"])]
+    shares = [100 * rate * mflop / 1e3 / pk for rate, pk in zip(rounds, peaks)]
     return f"{statistics.median(shares):.0f}% ({min(shares):.0f}-{max(shares):.0f}%)"
 
 
@@ -41,17 +49,24 @@ def write(result: dict, out: Path) -> None:
         + (", TensorFlow's at the start of each round {}".format(
             " / ".join(f"{p:.0f}" for p in result["peak_rounds"]))
            if result.get("peak_rounds") else "")
+        + (f"; bf16 matmul peak (TensorFlow) {pk['bf16']:.0f} GFLOP/s"
+           + (", at the start of each round {}".format(
+               " / ".join(f"{p:.0f}" for p in result["peak_rounds_bf16"]))
+              if result.get("peak_rounds_bf16") else "")
+           if _precision(result) == "bf16" else "")
         + f". Project kernel: `{result['kernel']}`"
         + (f" ({result['resolved']})." if result.get("resolved") else "."),
-        f"Steady state: {result['steps']} steps of batch {result['batch']} after "
-        f"{result['warmup']} warm-up steps, timed to the end of the last step, each in a "
-        "fresh process; median of "
+        f"Every path timed alike: {result['steps']} steps of batch {result['batch']} after "
+        f"{result['warmup']} warm-up steps in one training loop, the clock from the end of "
+        "the last warm-up step to the end of the last step (input conversion outside), "
+        "each in a fresh process; median of "
         f"{result['repeats']} interleaved rounds (range in brackets). "
         f"Command: `{result.get('command', 'python bench/train_speed.py')}`"
         " (`make bench` runs it without arguments).",
         "",
         "| model | MFLOP/image | plain Keras img/s | project img/s | ratio | project GFLOP/s "
-        "| % of TF peak (of each round's) | PyTorch img/s | project / PyTorch |",
+        f"| % of TF {_precision(result)} peak (of each round's) | PyTorch img/s "
+        "| project / PyTorch |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for name, r in result["models"].items():

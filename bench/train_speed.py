@@ -1,34 +1,37 @@
 """Training throughput: the project's path against plain Keras and PyTorch, in one run.
 
-Usage: python bench/train_speed.py [--steps 150] [--warmup 30] [--models rnn lstm ...]
+Usage: python bench/train_speed.py [--steps 660] [--warmup 110] [--models rnn lstm ...]
                                    [--no-torch] [--against DIR] [--out reports/bench-train]
 
-Per model of params.yaml, each measurement in a fresh process (so no setting leaks
-between them), images/s over ``--steps`` training steps of batch 100 after
-``--warmup`` steps, to the end of the last step (tracing, compilation, start-up and
-the input pipeline's teardown excluded; the teardown used to add up to 10.23 s to
-a 150-step window, which made several models report the same 1,465 images/s):
+Every path is timed the same way, each measurement in a fresh process (so no
+setting leaks between them): images/s over the steps ``warmup + 1 .. warmup +
+steps`` (batch 100) of one training loop, the clock started at the end of step
+``warmup`` and stopped at the end of the last step (``Clock``), so tracing,
+compilation, start-up, the conversion of the input and the input pipeline's
+teardown are outside every window. Both numbers are multiples of the stage's 110
+steps per call, so the project's calls end exactly there:
 
 - reference: the tutorial's architecture from stock Keras layers, plain
-  ``model.fit`` on NumPy arrays, Adam, stock TensorFlow settings;
+  ``model.fit`` on NumPy arrays (one step per call), Adam, stock TensorFlow settings;
 - project: what ``pipeline.stages.train`` runs (``train.compiled``: params.yaml's
   kernel and precision, op determinism, the tf.data input pipeline, the stage's
-  steps per call and glibc keeping freed memory, ``pipeline.rnn.heap``); the window
-  is whole calls, so it may be a few steps longer than ``--steps``;
-- torch: PyTorch's ``nn.RNN``/``nn.LSTM``/``nn.GRU`` in the same architecture,
-  from a virtual environment this script creates in ``.bench/torch`` (PyTorch is
-  not a dependency of the project); ``--no-torch`` skips it;
+  steps per call and glibc keeping freed memory, ``pipeline.rnn.heap``);
+- torch: PyTorch's ``nn.RNN``/``nn.LSTM``/``nn.GRU`` in the same architecture and
+  the same window, from a virtual environment this script creates in
+  ``.bench/torch`` (PyTorch is not a dependency of the project); ``--no-torch``
+  skips it;
 - before (``--against DIR``): the project's path of another checkout (a git
-  worktree of an older commit), through that checkout's own bench script, run
-  in DIR with DIR on ``PYTHONPATH`` so that it imports DIR's pipeline.
+  worktree of an older commit), measured by this script's clock in a child with
+  DIR on ``PYTHONPATH``, so that it imports DIR's pipeline and reads DIR's params.
 
-Also the machine's fp32 matrix-multiply peak (2048 x 2048, with TensorFlow and
-with NumPy; TensorFlow's again at the start of every round, because this VM's
-speed drifts by more than the effects measured: each round's share of the peak
-is taken against that round's own peak), GFLOP/s of every training (3 x the
-forward pass's multiply-adds x 2, recurrent and input products and the
-classifier), and the machine. Writes
-``<out>.md`` and ``<out>.json``. Uses data/split when it exists, else random pixels.
+Also the machine's matrix-multiply peak (2048 x 2048: TensorFlow and NumPy in
+fp32, TensorFlow in bf16 where the project's products are bf16), TensorFlow's
+again at the start of every round, because this VM's speed drifts by more than
+the effects measured: each round's share of the peak is taken against that
+round's own peak in the precision the path's products use. GFLOP/s of every
+training are 3 x the forward pass's multiply-adds x 2 (recurrent and input
+products and the classifier). Writes ``<out>.md`` and ``<out>.json``. Uses
+data/split when it exists, else random pixels.
 """
 
 from __future__ import annotations
@@ -72,59 +75,95 @@ def _data(n: int):
             rng.integers(0, 10, n).astype("int64"), "random pixels")
 
 
-def measure_tf(impl: str, name: str, steps: int, warmup: int) -> dict:
-    """One measurement in this process: images/s of ``impl`` training ``name``."""
+def _modules():
+    """The measured checkout's modules, under their names before and after the
+    move into subpackages, so that ``--against`` an older checkout is timed by
+    this script's clock, not by that checkout's own bench."""
+    import importlib
+
+    def one(*names):
+        for n in names:
+            try:
+                return importlib.import_module(n)
+            except ImportError:
+                continue
+        raise SystemExit(f"bench: none of {names} importable")
+    return {n: one(f"pipeline.{pkg}.{n}", f"pipeline.{n}") for n, pkg in
+            (("inputs", "rnn"), ("model", "rnn"), ("protocol", "rnn"), ("heap", "rnn"),
+             ("train", "stages"))}
+
+
+class Clock:
+    """Start and stop at the end of the steps ``warmup`` and ``warmup + steps`` of
+    one ``fit``: the same two points for every path, after tracing, compilation and
+    the conversion of the input (which ``fit`` does before its first step), and
+    before the input pipeline's teardown (tf.data's autotune thread can hold the
+    end of a plain ``fit`` for seconds). Keras calls ``on_train_batch_end`` with the
+    index of the last step of each call, so with several steps per call both
+    points must fall at the end of a call."""
+
+    def __init__(self, warmup: int, steps: int):
+        import keras
+
+        clock = self
+        self.marks: dict = {}
+
+        class _Callback(keras.callbacks.Callback):
+            def on_train_batch_end(self, batch, logs=None):
+                done = batch + 1  # steps finished in this fit
+                if done in (warmup, warmup + steps):
+                    clock.marks[done] = time.perf_counter()
+        self.callback, self.warmup, self.steps = _Callback(), warmup, steps
+
+    def seconds(self) -> float:
+        missing = {self.warmup, self.warmup + self.steps} - set(self.marks)
+        if missing:
+            raise SystemExit(f"bench: no call ended at step(s) {sorted(missing)}: "
+                             "--warmup and --steps must be multiples of the steps per call")
+        return self.marks[self.warmup + self.steps] - self.marks[self.warmup]
+
+
+def measure_tf(impl: str, name: str, steps: int, warmup: int, code: Path = ROOT) -> dict:
+    """One measurement in this process: images/s of ``impl`` training ``name``
+    over the steps ``warmup + 1 .. warmup + steps`` of a single ``fit`` (``Clock``).
+    ``code`` is the checkout whose pipeline and params.yaml are measured."""
     import keras
 
     from pipeline import config
-    from pipeline.rnn import inputs
-    from pipeline.rnn import model
-    from pipeline.rnn import protocol
-    from pipeline.stages import train
 
-    params = config.load_project(ROOT)
+    m = _modules()
+    params = config.load(Path(code) / "params.yaml")
     x, y, source = _data((steps + warmup) * 100)
-    last = {}
-
-    class LastStep(keras.callbacks.Callback):
-        """When the last step ended: the input pipeline's teardown after it is not
-        steady state (tf.data's autotune thread can hold a plain ``fit`` for seconds)."""
-        def on_train_batch_end(self, batch, logs=None):
-            last["t"] = time.perf_counter()
-
+    clock = Clock(warmup, steps)
     if impl in ("reference", "xla", "bf16"):  # stock layers, plain fit on NumPy
         if impl == "bf16":
             keras.mixed_precision.set_global_policy("mixed_bfloat16")
-        net = model.build(params.models[name], kernel="keras")
+        net = m["model"].build(params.models[name], kernel="keras")
         net.compile(optimizer=keras.optimizers.Adam(0.001),
                     loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                     metrics=["accuracy"], jit_compile=impl == "xla")
-        xf = x.astype("float32")
-        net.fit(xf[: warmup * 100], y[: warmup * 100], batch_size=100, epochs=1, verbose=0)
-        start = time.perf_counter()
-        net.fit(xf[warmup * 100:], y[warmup * 100:], batch_size=100, epochs=1, verbose=0,
-                callbacks=[LastStep()])
+        net.fit(x.astype("float32"), y, batch_size=100, epochs=1, verbose=0,
+                callbacks=[clock.callback])
+        per_call = 1
     else:  # project (params.yaml as it is), fused (TensorFlow's ops), fp32 products or glibc
         if impl == "glibc":  # glibc's malloc as it comes: train.compiled's setting skipped
-            from pipeline.rnn import heap
-            heap.keep_freed_memory = lambda: False
+            m["heap"].keep_freed_memory = lambda: False
         if impl in ("fused", "fp32"):
             changed = {"kernel": "fused"} if impl == "fused" else {"precision": "fp32"}
             params = dataclasses.replace(
                 params, train=dataclasses.replace(params.train, **changed))
-        per_call = protocol.plan(params.train, 55_000)["steps_per_call"]  # as the stage's
-        net = train.compiled(name, params, total_steps=10 ** 6, steps_per_call=per_call)
-        ds = inputs.training(x, y, params.train)
-        net.fit(ds, epochs=1, steps_per_epoch=warmup, verbose=0)
-        start, before = time.perf_counter(), int(net.optimizer.iterations)
-        net.fit(ds, epochs=1, steps_per_epoch=steps, verbose=0, callbacks=[LastStep()])
-        steps = int(net.optimizer.iterations) - before  # whole calls of per_call steps
-    seconds = last["t"] - start
-    return {"images_per_s": steps * 100 / seconds, "params": net.count_params(), "data": source}
+        per_call = m["protocol"].plan(params.train, 55_000)["steps_per_call"]  # as the stage's
+        net = m["train"].compiled(name, params, total_steps=10 ** 6, steps_per_call=per_call)
+        net.fit(m["inputs"].training(x, y, params.train), epochs=1,
+                steps_per_epoch=warmup + steps, verbose=0, callbacks=[clock.callback])
+    return {"images_per_s": steps * 100 / clock.seconds(), "params": net.count_params(),
+            "data": source, "steps_per_call": per_call}
 
 
 def peak(kind: str, n: int = 2048, repeats: int = 20) -> float:
-    """fp32 matrix-multiply GFLOP/s, best of ``repeats`` n x n products."""
+    """Matrix-multiply GFLOP/s, best of ``repeats`` n x n products: ``numpy`` and
+    ``tensorflow`` in fp32, ``bf16`` TensorFlow's in bfloat16 (oneDNN picks the
+    CPU's fastest bf16 instructions, AMX where there is one)."""
     import numpy as np
 
     a = np.random.default_rng(0).standard_normal((n, n)).astype("float32")
@@ -133,7 +172,7 @@ def peak(kind: str, n: int = 2048, repeats: int = 20) -> float:
     else:
         import tensorflow as tf
 
-        t = tf.constant(a)
+        t = tf.constant(a, tf.bfloat16 if kind == "bf16" else tf.float32)
         mm = lambda: tf.matmul(t, t).numpy()  # noqa: E731
     mm()
     best = min(_timed(mm) for _ in range(repeats))
@@ -168,8 +207,11 @@ def torch_python() -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--steps", type=int, default=150)
-    ap.add_argument("--warmup", type=int, default=30)
+    ap.add_argument("--steps", type=int, default=660,
+                    help="timed steps, the same for every path (a multiple of the stage's "
+                         "110 steps per call)")
+    ap.add_argument("--warmup", type=int, default=110,
+                    help="steps before the clock starts, the same for every path")
     ap.add_argument("--models", nargs="*")
     ap.add_argument("--repeats", type=int, default=3,
                     help="rounds; each round measures every model and implementation once, "
@@ -189,10 +231,11 @@ def main() -> None:
     ap.add_argument("--out", default="reports/bench-train")
     ap.add_argument("--measure", nargs=2, metavar=("IMPL", "MODEL"), help=argparse.SUPPRESS)
     ap.add_argument("--peak", help=argparse.SUPPRESS)
+    ap.add_argument("--code", type=Path, default=ROOT, help=argparse.SUPPRESS)
     args = ap.parse_args()
-    own_pipeline()
+    own_pipeline(args.code)
     if args.measure:
-        print(json.dumps(measure_tf(*args.measure, args.steps, args.warmup)))
+        print(json.dumps(measure_tf(*args.measure, args.steps, args.warmup, args.code)))
         return
     if args.peak:
         print(json.dumps({"gflops": peak(args.peak)}))
@@ -214,7 +257,8 @@ def main() -> None:
               "resolved": f"{chosen}, {'bf16' if bf16 else 'fp32'} recurrent products",
               "steps": args.steps, "warmup": args.warmup, "batch": 100, "repeats": args.repeats,
               "peak_gflops": {k: _child(str(me), "--peak", k)["gflops"]
-                              for k in ("tensorflow", "numpy")}, "models": {}}
+                              for k in ("tensorflow", "numpy", "bf16")}, "models": {},
+              "project_precision": "bf16" if bf16 else "fp32"}
     if args.against:
         args.against = args.against.resolve()  # the child runs in it, so not relative
         if not (args.against / "data" / "split" / "train.npz").exists():
@@ -226,16 +270,18 @@ def main() -> None:
     tpy = None if args.no_torch else torch_python()
     runs: dict = {name: {} for name in names}
     extra = (("before",) if args.against else ()) + (("torch",) if tpy else ())
-    result["peak_rounds"] = []
+    result["peak_rounds"], result["peak_rounds_bf16"] = [], []
     for rnd in range(args.repeats):
         result["peak_rounds"].append(_child(str(me), "--peak", "tensorflow")["gflops"])
+        if bf16:
+            result["peak_rounds_bf16"].append(_child(str(me), "--peak", "bf16")["gflops"])
         for name in names:
             for impl in ("reference", "project", *args.variants, *extra):
                 if impl == "torch":
                     got = _child(str(ROOT / "bench" / "torch_rnns.py"), name, *common, python=tpy)
                 elif impl == "before":
-                    got = _child(str(args.against / "bench" / "train_speed.py"), "--measure",
-                                 "project", name, *common, root=args.against)
+                    got = _child(str(me), "--measure", "project", name, *common,
+                                 "--code", str(args.against), root=args.against)
                 else:
                     got = _child(str(me), "--measure", impl, name, *common)
                 runs[name].setdefault(impl, []).append(got)

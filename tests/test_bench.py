@@ -34,6 +34,56 @@ def test_training_flops_per_image_are_three_forward_passes(name, mflop):
     assert bench.train_flops(config.load().models[name]) / 1e6 == pytest.approx(mflop, abs=0.05)
 
 
+@pytest.mark.parametrize("name", ["rnn", "lstm", "gru", "bilstm"])
+def test_training_flops_count_every_weight_of_the_built_model(name):
+    """Independent of the formula: every 2-D weight of the stock Keras model is one
+    multiply-add per image and use (28 steps for a recurrent layer's, once for the
+    classifier's), x 2 FLOPs, x 3 for the backward pass."""
+    from pipeline.rnn import model
+
+    net = model.build(config.load().models[name], kernel="keras")
+    uses = sum(w.numpy().size * (1 if w.path.startswith("logits") or "dense" in w.path else 28)
+               for w in net.weights if len(w.shape) == 2)
+    assert bench.train_flops(config.load().models[name]) == pytest.approx(3 * 2 * uses)
+
+
+def test_the_clock_times_the_same_steps_at_any_steps_per_call():
+    """Both points fall at the end of a call; a window a call cannot end on is refused."""
+    import keras
+    import numpy as np
+
+    x, y = np.zeros((60, 3), "float32"), np.zeros(60, "int64")
+    for per_call in (1, 5):
+        net = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+        net.compile("sgd", keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                    steps_per_execution=per_call)
+        clock = bench.Clock(5, 10)
+        net.fit(x, y, batch_size=4, epochs=1, verbose=0, callbacks=[clock.callback])
+        assert sorted(clock.marks) == [5, 15] and clock.seconds() > 0
+    clock = bench.Clock(3, 10)
+    net.fit(x, y, batch_size=4, epochs=1, verbose=0, callbacks=[clock.callback])
+    with pytest.raises(SystemExit, match="multiples of the steps per call"):
+        clock.seconds()
+
+
+def test_a_bf16_project_is_set_against_the_bf16_peak(tmp_path):
+    """% of peak is of the precision the project's products use, named in the header."""
+    rate = lambda r: {"images_per_s": r, "all": [r], "rounds": [r]}  # noqa: E731
+    result = {"machine": {"cpu_model": "Some CPU", "cpu_count": 2, "isa_flags": "avx512_bf16",
+                          "tensorflow": "2.x", "python": "3.11"},
+              "kernel": "auto", "steps": 10, "warmup": 2, "batch": 100, "repeats": 1,
+              "project_precision": "bf16",
+              "peak_gflops": {"tensorflow": 100.0, "numpy": 90.0, "bf16": 400.0},
+              "peak_rounds": [100.0], "peak_rounds_bf16": [400.0],
+              "models": {"lstm": {"train_mflop_per_image": 40.0, "reference": rate(500.0),
+                                  "project": rate(2000.0)}}}
+    bench.write(result, tmp_path / "out")
+    text = (tmp_path / "out.md").read_text()
+    assert "% of TF bf16 peak" in text and "bf16 matmul peak (TensorFlow) 400 GFLOP/s" in text
+    row = next(line for line in text.splitlines() if line.startswith("| lstm | 40.0"))
+    assert "| 20% (20-20%) |" in row  # 80 GFLOP/s of 400, not 80% of the fp32 peak
+
+
 def test_the_table_names_the_machine_the_ratio_and_the_spread(tmp_path):
     rate = lambda r: {"images_per_s": r, "all": [r * 0.9, r, r * 1.1]}  # noqa: E731
     result = {"machine": {"cpu_model": "Some CPU", "cpu_count": 2, "isa_flags": "avx2 fma",

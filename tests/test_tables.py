@@ -1,4 +1,5 @@
-"""README's results table is generated from the committed metrics, never typed."""
+"""The results table (README) and the speed table (docs/training-speed.md) are
+generated from the committed metrics and bench report, never typed."""
 
 import pytest
 
@@ -11,16 +12,25 @@ def test_readme_results_table_matches_the_committed_run():
         "README.md's results table differs from metrics/evaluate.json: run `rnn-tables`"
 
 
-def test_the_check_fails_when_a_number_is_edited_by_hand(tmp_path):
-    for rel in ("README.md", "params.yaml", "metrics/evaluate.json"):
+def _copy(tmp_path):
+    for rel in ("README.md", "params.yaml", "metrics/evaluate.json",
+                "docs/training-speed.md", "reports/bench-train.md"):
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / rel).write_text((ROOT / rel).read_text())
-    readme = tmp_path / "README.md"
-    text = readme.read_text()
-    begin, end = text.index(tables.BEGIN), text.index(tables.END)
+
+
+@pytest.mark.parametrize("rel, begin, end", [
+    ("README.md", tables.BEGIN, tables.END),
+    ("docs/training-speed.md", tables.BENCH_BEGIN, tables.BENCH_END)])
+def test_the_check_fails_when_a_number_is_edited_by_hand(tmp_path, rel, begin, end):
+    _copy(tmp_path)
+    doc = tmp_path / rel
+    text = doc.read_text()
+    begin, end = text.index(begin), text.index(end)
     block = text[begin:end]
-    first_pct = next(tok for tok in block.split() if tok.endswith("%") and tok[0].isdigit())
-    readme.write_text(text[:begin] + block.replace(first_pct, "12.34%", 1) + text[end:])
+    first = next(tok for tok in block.split() if tok.rstrip("%x").replace(".", "").isdigit()
+                 and "." in tok)
+    doc.write_text(text[:begin] + block.replace(first, "12.34", 1) + text[end:])
     assert tables.main(["--project", str(tmp_path), "--check"]) == 1
     assert tables.main(["--project", str(tmp_path)]) == 0
     assert tables.main(["--project", str(tmp_path), "--check"]) == 0

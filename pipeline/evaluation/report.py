@@ -101,7 +101,10 @@ def _pct(v: float | None) -> str:
 
 
 def _duration(s: float | None) -> str:
-    return "–" if s is None else f"{int(s // 60)} min {int(round(s % 60))} s"
+    if s is None:
+        return "–"
+    whole = int(round(s))  # 59.6 s is "1 min 0 s", never "0 min 60 s"
+    return f"{whole // 60} min {whole % 60} s"
 
 
 def _ci(r: dict) -> str:
@@ -131,7 +134,7 @@ def results_table(metrics: dict, references: dict, reference_name: str = "refere
         header[2:2] = [f"{reference_name} val"]
         header += [f"{reference_name} test", "Δ test", f"vs {reference_name}"]
     header += ["train time"] + ([f"{reference_name} time"] if refs else [])
-    header += ["params", "best epoch", "images/s"]
+    header += ["params", "best epoch", "inference img/s"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for name, r in metrics["models"].items():
         ref = references.get(name)

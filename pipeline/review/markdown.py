@@ -18,7 +18,7 @@ from pipeline.review.comparison import (EVAL_METRICS, NOISY, Comparison, champio
 ACCURACY = (("test_accuracy", "test acc", "pct"), ("val_accuracy", "val acc", "pct"),
             ("test_loss", "test loss", "loss"))
 COST = (("train_wall_time_s", "train time", "s"), ("params", "params", "count"),
-        ("best_epoch", "best epoch", "epoch"), ("throughput_img_s", "images/s", "rate"))
+        ("best_epoch", "best epoch", "epoch"), ("throughput_img_s", "inference img/s", "rate"))
 DASH = "—"
 
 
