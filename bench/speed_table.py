@@ -101,3 +101,43 @@ def save(out: Path, lines: list[str], result: dict) -> None:
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
     print("\n".join(lines))
+
+
+def agreement(first: dict, second: dict, out: Path, limit: float = 3.0) -> bool:
+    """Two runs of the same command side by side: each median and how far the
+    second is from the first, in %; whether every one is within ``limit``."""
+    if first["machine"] != second["machine"]:
+        raise SystemExit("bench: the two runs are from different machines; compare runs "
+                         "on one machine only")
+    m = first["machine"]
+    lines = ["# Two runs of the training bench: do they agree?", "",
+             f"Machine: **{m['cpu_model']}**, {m['cpu_count']} cores, ISA: {m['isa_flags']}. "
+             f"Commands: `{first.get('command')}` then `{second.get('command')}`; "
+             f"{first['steps']} timed steps after {first['warmup']} warm-up steps, "
+             f"median of {first['repeats']} rounds each. Limit: {limit:g}%.", "",
+             "| model | path | first img/s | second img/s | difference |",
+             "|---|---|---|---|---|"]
+    worst = 0.0
+    for name, row in first["models"].items():
+        for impl, got in row.items():
+            other = second["models"].get(name, {}).get(impl)
+            if not isinstance(got, dict) or not other:
+                continue
+            a, b = got["images_per_s"], other["images_per_s"]
+            diff = 100 * (b - a) / a
+            worst = max(worst, abs(diff))
+            lines.append(f"| {name} | {impl} | {a:,.0f} | {b:,.0f} | {diff:+.1f}% |")
+    ok = worst <= limit
+    lines += ["", f"Largest difference {worst:.1f}%: "
+              + (f"every median within {limit:g}%." if ok else f"**above {limit:g}%**."),
+              "", "The machine's own speed in each run (TensorFlow's fp32 matmul GFLOP/s at "
+              "the start of each round; a spread here is the machine's, not the window's): "
+              + "; ".join(_peaks(run) for run in (first, second)) + "."]
+    save(out, lines, {"first": first, "second": second, "worst_pct": worst, "ok": ok})
+    return ok
+
+
+def _peaks(run: dict) -> str:
+    rounds = run.get("peak_rounds") or [run["peak_gflops"]["tensorflow"]]
+    return (f"`{run.get('command')}` " + " / ".join(f"{p:.0f}" for p in rounds)
+            + f" ({100 * (max(rounds) / min(rounds) - 1):.0f}% apart)")

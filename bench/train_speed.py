@@ -2,6 +2,7 @@
 
 Usage: python bench/train_speed.py [--steps 660] [--warmup 110] [--models rnn lstm ...]
                                    [--no-torch] [--against DIR] [--out reports/bench-train]
+       python bench/train_speed.py --agreement FIRST.json SECOND.json --out reports/bench-agreement
 
 Every path is timed the same way, each measurement in a fresh process (so no
 setting leaks between them): images/s over the steps ``warmup + 1 .. warmup +
@@ -42,11 +43,11 @@ import json
 import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from checkout import ROOT, child_env, own_pipeline  # siblings in bench/
-from speed_table import write  # the report
+from speed_table import agreement, write  # the reports
+from timing import Clock, peak  # how every path is timed
 
 TORCH_VENV = ROOT / ".bench" / "torch"
 TORCH_PIN = "torch==2.13.0"
@@ -68,8 +69,9 @@ def _data(n: int):
 
     split = ROOT / "data" / "split" / "train.npz"
     if split.exists():
-        with np.load(split) as z:
-            return z["x"][:n], z["y"][:n], "data/split (MNIST)"
+        with np.load(split) as z:  # repeated where the window is longer than an epoch
+            take = np.arange(n) % len(z["y"])
+            return z["x"][take], z["y"][take], "data/split (MNIST)"
     rng = np.random.default_rng(0)
     return (rng.integers(0, 256, (n, 28, 28), dtype="uint8"),
             rng.integers(0, 10, n).astype("int64"), "random pixels")
@@ -93,36 +95,6 @@ def _modules():
              ("train", "stages"))}
 
 
-class Clock:
-    """Start and stop at the end of the steps ``warmup`` and ``warmup + steps`` of
-    one ``fit``: the same two points for every path, after tracing, compilation and
-    the conversion of the input (which ``fit`` does before its first step), and
-    before the input pipeline's teardown (tf.data's autotune thread can hold the
-    end of a plain ``fit`` for seconds). Keras calls ``on_train_batch_end`` with the
-    index of the last step of each call, so with several steps per call both
-    points must fall at the end of a call."""
-
-    def __init__(self, warmup: int, steps: int):
-        import keras
-
-        clock = self
-        self.marks: dict = {}
-
-        class _Callback(keras.callbacks.Callback):
-            def on_train_batch_end(self, batch, logs=None):
-                done = batch + 1  # steps finished in this fit
-                if done in (warmup, warmup + steps):
-                    clock.marks[done] = time.perf_counter()
-        self.callback, self.warmup, self.steps = _Callback(), warmup, steps
-
-    def seconds(self) -> float:
-        missing = {self.warmup, self.warmup + self.steps} - set(self.marks)
-        if missing:
-            raise SystemExit(f"bench: no call ended at step(s) {sorted(missing)}: "
-                             "--warmup and --steps must be multiples of the steps per call")
-        return self.marks[self.warmup + self.steps] - self.marks[self.warmup]
-
-
 def measure_tf(impl: str, name: str, steps: int, warmup: int, code: Path = ROOT) -> dict:
     """One measurement in this process: images/s of ``impl`` training ``name``
     over the steps ``warmup + 1 .. warmup + steps`` of a single ``fit`` (``Clock``).
@@ -132,7 +104,8 @@ def measure_tf(impl: str, name: str, steps: int, warmup: int, code: Path = ROOT)
     from pipeline import config
 
     m = _modules()
-    params = config.load(Path(code) / "params.yaml")
+    params = (config.load_project(code) if hasattr(config, "load_project")  # since the move
+              else config.load())  # an older checkout's config reads its own params
     x, y, source = _data((steps + warmup) * 100)
     clock = Clock(warmup, steps)
     if impl in ("reference", "xla", "bf16"):  # stock layers, plain fit on NumPy
@@ -158,31 +131,6 @@ def measure_tf(impl: str, name: str, steps: int, warmup: int, code: Path = ROOT)
                 steps_per_epoch=warmup + steps, verbose=0, callbacks=[clock.callback])
     return {"images_per_s": steps * 100 / clock.seconds(), "params": net.count_params(),
             "data": source, "steps_per_call": per_call}
-
-
-def peak(kind: str, n: int = 2048, repeats: int = 20) -> float:
-    """Matrix-multiply GFLOP/s, best of ``repeats`` n x n products: ``numpy`` and
-    ``tensorflow`` in fp32, ``bf16`` TensorFlow's in bfloat16 (oneDNN picks the
-    CPU's fastest bf16 instructions, AMX where there is one)."""
-    import numpy as np
-
-    a = np.random.default_rng(0).standard_normal((n, n)).astype("float32")
-    if kind == "numpy":
-        mm = lambda: a @ a  # noqa: E731
-    else:
-        import tensorflow as tf
-
-        t = tf.constant(a, tf.bfloat16 if kind == "bf16" else tf.float32)
-        mm = lambda: tf.matmul(t, t).numpy()  # noqa: E731
-    mm()
-    best = min(_timed(mm) for _ in range(repeats))
-    return 2 * n ** 3 / best / 1e9
-
-
-def _timed(fn) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
 
 
 def _child(*args: str, python: str = sys.executable, root: Path = ROOT) -> dict:
@@ -222,17 +170,21 @@ def main() -> None:
                          "of another commit, with data/split), as 'before'")
     ap.add_argument("--variants", nargs="*", default=[],
                     choices=["fp32", "fused", "glibc", "xla", "bf16"],
-                    help="also measure: fp32 = the project's path with train.precision fp32; "
-                         "fused = every cell on pipeline.rnn.fused's TensorFlow ops (no C++ op) "
-                         "in the project's path; glibc = the project's path with glibc's own "
-                         "malloc settings (no pipeline.rnn.heap); xla = the reference with "
-                         "jit_compile; bf16 = "
-                         "the reference with Keras' mixed_bfloat16 policy")
+                    help="also measure the project's path with fp32 products, on "
+                         "pipeline.rnn.fused's ops (no C++ op), with glibc's own malloc "
+                         "settings; the reference with jit_compile (xla), mixed_bfloat16")
     ap.add_argument("--out", default="reports/bench-train")
+    ap.add_argument("--agreement", nargs=2, type=Path, metavar=("FIRST", "SECOND"),
+                    help="measure nothing: compare two runs' JSON reports of the same "
+                         "command (one machine) and write <out>.md/.json; exit 1 if a "
+                         "median differs by more than 3%%")
     ap.add_argument("--measure", nargs=2, metavar=("IMPL", "MODEL"), help=argparse.SUPPRESS)
     ap.add_argument("--peak", help=argparse.SUPPRESS)
     ap.add_argument("--code", type=Path, default=ROOT, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.agreement:
+        first, second = (json.loads(p.read_text()) for p in args.agreement)
+        sys.exit(0 if agreement(first, second, Path(args.out)) else 1)
     own_pipeline(args.code)
     if args.measure:
         print(json.dumps(measure_tf(*args.measure, args.steps, args.warmup, args.code)))

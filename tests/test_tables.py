@@ -1,5 +1,6 @@
-"""The results table (README) and the speed table (docs/training-speed.md) are
-generated from the committed metrics and bench report, never typed."""
+"""The results table (README, docs/results.md), the per-stage runtime table
+(docs/results.md) and the speed table (docs/training-speed.md) are generated
+from the committed metrics and bench report, never typed."""
 
 import pytest
 
@@ -13,14 +14,17 @@ def test_readme_results_table_matches_the_committed_run():
 
 
 def _copy(tmp_path):
-    for rel in ("README.md", "params.yaml", "metrics/evaluate.json",
-                "docs/training-speed.md", "reports/bench-train.md"):
+    runtime = sorted(p.relative_to(ROOT).as_posix()
+                     for p in (ROOT / "metrics" / "runtime").glob("*.json"))
+    for rel in ("README.md", "params.yaml", "dvc.yaml", "metrics/evaluate.json", *runtime,
+                "docs/results.md", "docs/training-speed.md", "reports/bench-train.md"):
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / rel).write_text((ROOT / rel).read_text())
 
 
 @pytest.mark.parametrize("rel, begin, end", [
     ("README.md", tables.BEGIN, tables.END),
+    ("docs/results.md", tables.RUNTIME_BEGIN, tables.RUNTIME_END),
     ("docs/training-speed.md", tables.BENCH_BEGIN, tables.BENCH_END)])
 def test_the_check_fails_when_a_number_is_edited_by_hand(tmp_path, rel, begin, end):
     _copy(tmp_path)
