@@ -37,14 +37,15 @@ N   ?= 3
 TUTORIAL_PARAMS := -S train.learning_rate=0.001 -S train.lr_schedule=constant \
                    -S train.epochs=50 -S train.validate_every_steps=10
 
-# Local Airflow (docs/airflow.md): its SQLite DB, logs and generated admin password
-# live in .airflow/; the DAG folder is this checkout's dags/. TRAINING_SLOTS is the
-# size of the `training` pool: how many models train at once. Each training uses
-# two cores (its batches run in two parts, train.batch_parts), so on a 2-core
-# machine two trainings share them.
+# Local Airflow (docs/airflow.md; cluster/standalone.sh starts it): its SQLite DB, logs,
+# generated secrets and admin password live in .airflow/; the DAG folder is this
+# checkout's dags/; it listens on 127.0.0.1 unless LISTEN_HOST says otherwise.
+# TRAINING_SLOTS is the size of the `training` pool: how many models train at once.
+# Each training uses two cores (its batches run in two parts, train.batch_parts),
+# so on a 2-core machine two trainings share them.
 AIRFLOW_ENV    := AIRFLOW_HOME=$(abspath .airflow) AIRFLOW__CORE__DAGS_FOLDER=$(abspath dags) \
                   AIRFLOW__CORE__LOAD_EXAMPLES=False
-TRAINING_SLOTS ?= 2
+export TRAINING_SLOTS ?= 2
 
 .PHONY: setup repro test test-slow test-cluster diff seeds tutorial bench airflow-standalone airflow-trigger \
         lock clean-venv cluster-up cluster-trigger cluster-down
@@ -87,13 +88,10 @@ bench: $(STAMP)
 	$(BIN)/python bench/train_speed.py $(BENCH_ARGS)
 
 airflow-standalone: $(STAMP)
-	$(AIRFLOW_ENV) $(BIN)/airflow db migrate
-	$(AIRFLOW_ENV) $(BIN)/airflow pools set training $(TRAINING_SLOTS) "models that train at once"
-	@echo "Airflow UI: http://localhost:8080 - log in as admin; the password is printed below"
-	@echo "on first start and kept in $(abspath .airflow)/simple_auth_manager_passwords.json.generated"
-	$(AIRFLOW_ENV) $(BIN)/airflow standalone
+	bash cluster/standalone.sh
 
-# Needs `make airflow-standalone` running. Unpausing also turns the weekly schedule on.
+# Needs `make airflow-standalone` running. Unpausing also turns the weekly schedule on
+# (its first run is the next one to come: no run for a week already past).
 airflow-trigger: $(STAMP)
 	$(AIRFLOW_ENV) $(BIN)/airflow dags unpause retrain
 	$(AIRFLOW_ENV) $(BIN)/airflow dags trigger retrain

@@ -45,17 +45,16 @@ start=$(date +%s)
 (cd "$WORK/plain" && export PYTHONPATH="$WORK/plain" && dvc repro >"$WORK/plain.log" 2>&1 && dvc push -q)
 plain=$(( $(date +%s) - start ))
 
-# --- LocalExecutor (airflow standalone) ------------------------------------------
+# --- LocalExecutor (cluster/standalone.sh: what `airflow standalone` starts) -----
 (export AIRFLOW_HOME="$WORK/airflow-home" AIRFLOW__CORE__LOAD_EXAMPLES=False \
         AIRFLOW__CORE__DAGS_FOLDER="$WORK/local/dags" PIPELINE_PROJECT_DIR="$WORK/local" \
-        PYTHONPATH="$WORK/local" \
-        AIRFLOW__API__PORT=8093 AIRFLOW__CORE__EXECUTION_API_SERVER_URL=http://localhost:8093/execution/
- airflow db migrate >/dev/null 2>&1
- airflow pools set training 2 "models that train at once" >/dev/null
- # Its own process group: everything standalone started must stop at the end.
- setsid airflow standalone >"$WORK/standalone.log" 2>&1 &
+        PYTHONPATH="$WORK/local"
+ # Its own process group: everything it started must stop at the end.
+ REPO_ROOT="$WORK/local" VENV="$ROOT/.venv" AIRFLOW_PORT=8093 \
+     setsid bash "$ROOT/cluster/standalone.sh" >"$WORK/standalone.log" 2>&1 &
  standalone=$!
  trap 'kill -- -$standalone 2>/dev/null; sleep 3; kill -9 -- -$standalone 2>/dev/null || true' EXIT
+ until grep -q "UI http" "$WORK/standalone.log"; do sleep 2; done
  until airflow dags list 2>/dev/null | grep -q retrain; do sleep 2; done
  airflow dags unpause retrain >/dev/null
  start=$(date +%s)
@@ -92,7 +91,7 @@ bash "$ROOT/cluster/trigger.sh" >/dev/null 2>&1
 cluster_state=$(wait_state)
 cluster=$(( $(date +%s) - start ))
 kill "$sampler"
-hosts=$(psql "postgresql://airflow:airflow@127.0.0.1:$PG_PORT/airflow" -qAt -c \
+hosts=$(PGPASSWORD=$PG_PASSWORD psql -h 127.0.0.1 -p "$PG_PORT" -U airflow -d airflow -qAt -c \
   "select string_agg(distinct hostname, ', ') from task_instance" 2>/dev/null || echo "?")
 
 cpu=$(lscpu | sed -n 's/^Model name: *//p' | head -1)

@@ -21,13 +21,24 @@
 : "${S3_PORT:=9000}"                           # the moto server
 : "${S3_ENDPOINT:=http://127.0.0.1:$S3_PORT}"  # what workers use (a test may put a proxy here)
 : "${GIT_PORT:=9418}"
+# Who may reach the API server and UI: 127.0.0.1 unless asked for another address.
+# Every other server (PostgreSQL, Redis, git daemon, S3 server, log servers) serves
+# only this machine's processes and always listens on 127.0.0.1.
+: "${LISTEN_HOST:=127.0.0.1}"
+: "${AIRFLOW_AUTH:=on}"      # on: log in as admin, password generated per cluster; off: no login
 : "${LOG_PORT_BASE:=8793}"                     # worker-a serves its logs here, worker-b +1
 : "${WORKERS:=worker-a worker-b}"
 : "${WORKER_CONCURRENCY:=1}"                   # task slots per worker: one training each
 : "${TRAINING_SLOTS:=2}"                       # the `training` pool: workers x concurrency
 : "${RETRAIN_SCHEDULE:=@weekly}"
-: "${HEARTBEAT_TIMEOUT_S:=120}"                # a task whose worker died is retried after this
+: "${HEARTBEAT_TIMEOUT_S:=40}"                 # a task whose worker died fails after this,
+: "${RETRAIN_RETRY_DELAY_S:=20}"               # and is retried this much later (x2 each try)
 : "${TOKEN_LIFETIME_S:=86400}"                 # execution API token: outlives a long training
+: "${RETRAIN_TRAIN_TIMEOUT_MIN:=360}"           # the longest a training may run (the DAG's timeout)
+# Celery acknowledges a task when it ends (acks late) and Redis hands an
+# unacknowledged task to another worker after the visibility timeout: it must
+# outlast the longest training, or that training would run twice (up.sh checks).
+: "${VISIBILITY_TIMEOUT_S:=86400}"
 : "${VENV:=$REPO_ROOT/.venv}"
 : "${MOTO_VENV:=$CLUSTER_DIR/moto-venv}"
 S3_BUCKET=rnn-mnist
@@ -36,29 +47,87 @@ GIT_REPO_NAME=rnn-mnist.git
 export REPO_ROOT CLUSTER_DIR VENV
 PG_VERSION=$(find /usr/lib/postgresql -mindepth 1 -maxdepth 1 -printf "%f\n" 2>/dev/null | sort -n | tail -1)
 export PG_VERSION
-PG_URL="postgresql+psycopg2://airflow:airflow@127.0.0.1:$PG_PORT/airflow"
 
-# One fixed secret each, generated once: every component must agree on them.
+# Secrets generated once per cluster (generate_secrets), never in git: every
+# component must agree on them.
 secrets_file="$CLUSTER_DIR/secrets.env"
+passwords_file="$CLUSTER_DIR/passwords.json"   # the UI's users (Airflow's simple auth manager)
+
+is_loopback() { case "$1" in 127.*|::1|"[::1]"|localhost) return 0 ;; *) return 1 ;; esac; }
+
+check_listen() {
+    # check_listen WHO: refuse, in one line, an address beyond loopback without a login.
+    case "$AIRFLOW_AUTH" in
+        on|off) ;;
+        *) echo "$1: AIRFLOW_AUTH must be on or off, not '$AIRFLOW_AUTH'" >&2; exit 2 ;;
+    esac
+    if [ "$AIRFLOW_AUTH" = off ] && ! is_loopback "$LISTEN_HOST"; then
+        echo "$1: refusing LISTEN_HOST=$LISTEN_HOST with AIRFLOW_AUTH=off: anyone who reaches it would be admin (AIRFLOW_AUTH=off is for 127.0.0.1 only)" >&2
+        exit 2
+    fi
+}
+
+api_host_for_clients() {
+    # Where this machine's own processes reach the API server.
+    case "$LISTEN_HOST" in 0.0.0.0|::|"[::]") echo 127.0.0.1 ;; *) is_loopback "$LISTEN_HOST" && echo 127.0.0.1 || echo "$LISTEN_HOST" ;; esac
+}
+
+generate_secrets() {
+    # generate_secrets FOLDER: the JWT secret, Fernet key, log-server key, database
+    # password and the admin's password, once; readable by root only.
+    local folder=$1
+    [ -f "$folder/secrets.env" ] && [ -f "$folder/passwords.json" ] && return
+    mkdir -p "$folder"
+    (umask 077; "$VENV/bin/python" - "$folder" <<'PY'
+import json, secrets, sys
+from pathlib import Path
+from cryptography.fernet import Fernet
+folder = Path(sys.argv[1])
+token = lambda: secrets.token_urlsafe(32)
+(folder / "secrets.env").write_text(
+    f"JWT_SECRET={token()}\nFERNET_KEY={Fernet.generate_key().decode()}\n"
+    f"API_SECRET_KEY={token()}\nPG_PASSWORD={secrets.token_hex(16)}\n")
+(folder / "passwords.json").write_text(json.dumps({"admin": token()}) + "\n")
+PY
+    )
+}
+
+auth_env() {
+    # auth_env PASSWORDS_FILE: the API server's login (Airflow's simple auth manager).
+    if [ "$AIRFLOW_AUTH" = off ]; then
+        export AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS=True   # no login, loopback only
+    else
+        export AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS=False
+        export AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS=admin:admin
+        export AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE="$1"
+    fi
+}
 
 airflow_env() {
     # The environment every Airflow component shares; $1 = the component's home.
     # shellcheck disable=SC1090
     [ -f "$secrets_file" ] && . "$secrets_file"
+    local pg="airflow:${PG_PASSWORD:-}@127.0.0.1:$PG_PORT/airflow" api
+    api="http://$(api_host_for_clients):$API_PORT"
     export AIRFLOW_HOME="$1"
     export AIRFLOW__CORE__EXECUTOR=CeleryExecutor
-    export AIRFLOW__DATABASE__SQL_ALCHEMY_CONN="$PG_URL"
+    export AIRFLOW__DATABASE__SQL_ALCHEMY_CONN="postgresql+psycopg2://$pg"
     export AIRFLOW__CELERY__BROKER_URL="redis://127.0.0.1:$REDIS_PORT/0"
-    export AIRFLOW__CELERY__RESULT_BACKEND="db+postgresql+psycopg2://airflow:airflow@127.0.0.1:$PG_PORT/airflow"
+    export AIRFLOW__CELERY__RESULT_BACKEND="db+postgresql+psycopg2://$pg"
+    export AIRFLOW__CELERY__TASK_ACKS_LATE=True           # a dead worker's task is not lost
+    export AIRFLOW__CELERY__WORKER_PREFETCH_MULTIPLIER=1  # a worker holds only what it runs
+    export AIRFLOW__CELERY_BROKER_TRANSPORT_OPTIONS__VISIBILITY_TIMEOUT="$VISIBILITY_TIMEOUT_S"
     export AIRFLOW__CORE__LOAD_EXAMPLES=False
-    export AIRFLOW__CORE__EXECUTION_API_SERVER_URL="http://127.0.0.1:$API_PORT/execution/"
-    export AIRFLOW__API__BASE_URL="http://127.0.0.1:$API_PORT"
-    export AIRFLOW__API_AUTH__JWT_SECRET="$JWT_SECRET"
-    export AIRFLOW__CORE__FERNET_KEY="$FERNET_KEY"
+    export AIRFLOW__CORE__EXECUTION_API_SERVER_URL="$api/execution/"
+    export AIRFLOW__API__BASE_URL="$api"
+    export AIRFLOW__API__HOST="$LISTEN_HOST"
+    export AIRFLOW__API_AUTH__JWT_SECRET="${JWT_SECRET:-}"
+    export AIRFLOW__API__SECRET_KEY="${API_SECRET_KEY:-}"   # signs the requests for task logs
+    export AIRFLOW__CORE__FERNET_KEY="${FERNET_KEY:-}"
     export AIRFLOW__EXECUTION_API__JWT_EXPIRATION_TIME="$TOKEN_LIFETIME_S"
     export AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT="$HEARTBEAT_TIMEOUT_S"
     export AIRFLOW__CORE__HOSTNAME_CALLABLE=socket.gethostname   # the worker's own name
-    export AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS=True      # a local demo: no login
+    auth_env "$passwords_file"
     export AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT="$LOG_PORT_BASE"
     export AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_STORAGE_PATH="$1/dag-bundles"
     # The code comes from git, one commit per run (DAG versioning). The bundle is the
@@ -70,7 +139,7 @@ airflow_env() {
       "kwargs": {"git_conn_id": "rnn_mnist_git", "tracking_ref": "main",
                  "refresh_interval": 10}}]'
     export AIRFLOW_CONN_RNN_MNIST_GIT="{\"conn_type\": \"git\", \"host\": \"git://127.0.0.1:$GIT_PORT/$GIT_REPO_NAME\"}"
-    export RETRAIN_SCHEDULE RETRAIN_RETRY_DELAY_S="${RETRAIN_RETRY_DELAY_S:-120}"
+    export RETRAIN_SCHEDULE RETRAIN_TRAIN_TIMEOUT_MIN RETRAIN_RETRY_DELAY_S
     export GX_ANALYTICS_ENABLED=false DVC_NO_ANALYTICS=1 TF_CPP_MIN_LOG_LEVEL=2
     export PATH="$VENV/bin:$PATH"
 }
@@ -100,7 +169,7 @@ wait_for() {
     local deadline=$((SECONDS + seconds))
     until "$@" >/dev/null 2>&1; do
         if [ $SECONDS -ge $deadline ]; then
-            echo "cluster: $what did not come up in ${seconds}s; see $CLUSTER_DIR/logs/" >&2
+            echo "$what did not come up in ${seconds}s${WAIT_HINT:+; $WAIT_HINT}" >&2
             return 1
         fi
         sleep 1

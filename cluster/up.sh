@@ -9,7 +9,16 @@
 set -euo pipefail
 # shellcheck source=cluster/env.sh
 . "$(dirname "$0")/env.sh"
-mkdir -p "$CLUSTER_DIR"/{logs,run,airflow,git,workers}
+check_listen cluster
+WAIT_HINT="see $CLUSTER_DIR/logs/"
+if [ "$VISIBILITY_TIMEOUT_S" -le $((RETRAIN_TRAIN_TIMEOUT_MIN * 60)) ]; then
+    echo "cluster: VISIBILITY_TIMEOUT_S=$VISIBILITY_TIMEOUT_S must exceed the training timeout ($((RETRAIN_TRAIN_TIMEOUT_MIN * 60)) s), or Redis would hand a long training to a second worker" >&2
+    exit 2
+fi
+mkdir -p "$CLUSTER_DIR"/{logs,run,airflow,git,workers,redis}
+generate_secrets "$CLUSTER_DIR"
+# shellcheck disable=SC1090
+. "$secrets_file"
 
 install_packages() {
     local missing=()
@@ -36,9 +45,11 @@ start_postgres() {
     fi
     pg_ctlcluster "$PG_VERSION" "$CLUSTER_NAME" start 2>/dev/null || true
     wait_for PostgreSQL 60 su postgres -c "psql -p $PG_PORT -qAtc 'select 1'"
-    su postgres -c "psql -p $PG_PORT -qAt" <<'SQL' >/dev/null
-SELECT 'CREATE ROLE airflow LOGIN PASSWORD ''airflow'''
+    # The role's password is this cluster's generated one (secrets.env), set on every start.
+    su postgres -c "psql -p $PG_PORT -qAt -v pw=$PG_PASSWORD" <<'SQL' >/dev/null
+SELECT 'CREATE ROLE airflow LOGIN'
   WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'airflow')\gexec
+ALTER ROLE airflow PASSWORD :'pw';
 SELECT 'CREATE DATABASE airflow OWNER airflow'
   WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = 'airflow')\gexec
 SQL
@@ -46,7 +57,9 @@ SQL
 
 start_redis() {
     [ -f "$CLUSTER_DIR/run/redis.pid" ] && kill -0 "$(cat "$CLUSTER_DIR/run/redis.pid")" 2>/dev/null && return
-    start_daemon redis redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no
+    # Persistence on (append-only file, fsync every second): queued tasks survive a restart.
+    start_daemon redis redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --dir "$CLUSTER_DIR/redis" \
+        --appendonly yes --appendfsync everysec
     wait_for Redis 30 redis-cli -p "$REDIS_PORT" ping
 }
 
@@ -75,13 +88,6 @@ PY
 running() { [ -f "$CLUSTER_DIR/run/$1.pid" ] && kill -0 "$(cat "$CLUSTER_DIR/run/$1.pid")" 2>/dev/null; }
 
 start_airflow() {
-    if [ ! -f "$secrets_file" ]; then
-        "$VENV/bin/python" - > "$secrets_file" <<'PY'
-import secrets
-from cryptography.fernet import Fernet
-print(f"JWT_SECRET={secrets.token_urlsafe(32)}\nFERNET_KEY={Fernet.generate_key().decode()}")
-PY
-    fi
     (airflow_env "$CLUSTER_DIR/airflow/admin"
      airflow db migrate >"$CLUSTER_DIR/logs/db-migrate.log" 2>&1 \
          || { echo "cluster: airflow db migrate failed: $(tail -n 1 "$CLUSTER_DIR/logs/db-migrate.log")" >&2; exit 1; }
@@ -89,11 +95,12 @@ PY
     for component in api-server scheduler dag-processor; do
         running "$component" && continue
         local args=()
-        [ "$component" = api-server ] && args=(--port "$API_PORT" --workers 1)
+        [ "$component" = api-server ] && args=(--host "$LISTEN_HOST" --port "$API_PORT" --workers 1)
+        [ "$component" = scheduler ] && args=(--skip-serve-logs)   # the workers serve task logs
         (airflow_env "$CLUSTER_DIR/airflow/$component"
          start_daemon "$component" airflow "$component" "${args[@]}")
     done
-    wait_for "API server" 120 curl -sf "http://127.0.0.1:$API_PORT/api/v2/monitor/health"
+    wait_for "API server" 120 curl -sf "http://$(api_host_for_clients):$API_PORT/api/v2/monitor/health"
     for name in $WORKERS; do
         running "$name" || start_daemon "$name" unshare --mount --uts --fork \
             bash "$REPO_ROOT/cluster/worker.sh" "$name"
@@ -109,8 +116,13 @@ start_redis
 start_git_remote
 start_s3
 start_airflow
+if [ "$AIRFLOW_AUTH" = on ]; then
+    login="user admin, password in $passwords_file"
+else
+    login="no login: AIRFLOW_AUTH=off"
+fi
 cat <<MSG
-cluster: up. UI http://127.0.0.1:$API_PORT (no login: a local demo)
+cluster: up. UI http://$LISTEN_HOST:$API_PORT ($login)
   metadata DB  postgresql://127.0.0.1:$PG_PORT/airflow   broker redis://127.0.0.1:$REDIS_PORT
   git remote   git://127.0.0.1:$GIT_PORT/$GIT_REPO_NAME (main = this checkout's HEAD)
   DVC remote   s3://$S3_BUCKET/dvc at $S3_ENDPOINT

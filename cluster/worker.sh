@@ -13,6 +13,9 @@ me="$CLUSTER_DIR/workers/$name"
 index=0
 for w in $WORKERS; do [ "$w" = "$name" ] && break; index=$((index + 1)); done
 mkdir -p "$me/home" "$me/work"
+# Workspaces of tasks that died with this worker's last life: none runs yet.
+# A training among them goes on elsewhere from its state in the DVC remote.
+find "$me/work" -mindepth 1 -maxdepth 1 ! -name dvc-cache -exec rm -rf {} +
 
 airflow_env "$me/home"      # read the shared secrets while they are still visible
 worker_env "$name"
@@ -38,5 +41,9 @@ mount -o remount,bind,ro "$VENV"
 mount --move "$stage/me" "$me"
 [ -d "$python_home" ] || { echo "worker.sh: $python_home hidden" >&2; exit 1; }
 cd "$me"
-exec airflow celery worker --celery-hostname "$name@%h" --concurrency "$WORKER_CONCURRENCY" \
-    --pid "$me/worker.pid"
+# The worker's log server: Airflow's own app (requests signed with the API's
+# secret key), on 127.0.0.1 - Airflow's built-in one listens on every address.
+uvicorn --factory airflow.utils.serve_logs.log_server:get_app --host 127.0.0.1 \
+    --port "$AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT" --log-level warning &
+exec airflow celery worker --skip-serve-logs --celery-hostname "$name@%h" \
+    --concurrency "$WORKER_CONCURRENCY" --pid "$me/worker.pid"

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import logging
 import os
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 from pathlib import Path
 
-from airflow.sdk import (Asset, ExceptionRetryPolicy, RetryAction, RetryRule, dag,
-                         get_current_context, task)
+from airflow.sdk import (Asset, CronTriggerTimetable, ExceptionRetryPolicy, RetryAction,
+                         RetryRule, dag, get_current_context, task)
 
 from pipeline.orchestration import failures, orchestrate  # standard library only at import
 
@@ -57,9 +57,12 @@ def _log_failure(context) -> None:
 
 
 @dag(
-    schedule=None if SCHEDULE.lower() in ("", "none") else SCHEDULE,
-    start_date=datetime(2025, 1, 1, tzinfo=timezone.utc),
-    catchup=False,              # a missed week is not worth three back-to-back retrainings
+    # The first scheduled run is the next one to come: unpausing starts no run for a
+    # week already past (no start date, run_immediately=False). A missed week is not
+    # worth back-to-back retrainings either (catchup=False).
+    schedule=None if SCHEDULE.lower() in ("", "none")
+    else CronTriggerTimetable(SCHEDULE, timezone="UTC", run_immediately=False),
+    catchup=False,
     max_active_runs=1,          # runs publish to one record branch: one at a time
     tags=["ml", "dvc", "mnist"],
     default_args={

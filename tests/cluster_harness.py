@@ -16,6 +16,7 @@ import threading
 import time
 from pathlib import Path
 
+import psutil
 import psycopg2
 
 from conftest import ROOT, sh
@@ -96,11 +97,13 @@ class Cluster:
             "API_PORT": str(p + 3), "S3_PORT": str(p + 4), "GIT_PORT": str(p + 5),
             "LOG_PORT_BASE": str(p + 6), "S3_ENDPOINT": f"http://127.0.0.1:{p + 8}",
             "MOTO_VENV": str(ROOT / ".cluster" / "moto-venv"),   # software only: reused
-            "RETRAIN_SCHEDULE": "none", "RETRAIN_RETRY_DELAY_S": "5",
+            # the real schedule: unpausing must start no run of its own
+            "RETRAIN_SCHEDULE": "@weekly", "RETRAIN_RETRY_DELAY_S": "5",
             "HEARTBEAT_TIMEOUT_S": "20"}
         self.s3_port = p + 4
         self.proxy = S3Proxy(p + 8, p + 4)
         self.git_url = f"git://127.0.0.1:{p + 5}/rnn-mnist.git"
+        self.triggered: dict[str, str] = {}   # run id -> the commit trigger.sh pushed
 
     def script(self, name: str, *args: str, check: bool = True, **env: str):
         return sh("bash", str(ROOT / "cluster" / name), *args, cwd=ROOT, check=check,
@@ -114,9 +117,14 @@ class Cluster:
         self.script("down.sh", check=False, PURGE="1")
         self.proxy.down()
 
+    def secret(self, name: str) -> str:
+        """One of the secrets up.sh generated for this cluster (secrets.env)."""
+        lines = (self.folder / "secrets.env").read_text().splitlines()
+        return dict(line.split("=", 1) for line in lines if "=" in line)[name]
+
     def query(self, sql: str, *args) -> list[tuple]:
         db = psycopg2.connect(host="127.0.0.1", port=self.env["PG_PORT"], user="airflow",
-                              password="airflow", dbname="airflow")
+                              password=self.secret("PG_PASSWORD"), dbname="airflow")
         try:
             with db, db.cursor() as cur:
                 cur.execute(sql, args)
@@ -124,14 +132,11 @@ class Cluster:
         finally:
             db.close()
 
-    def trigger(self, run_id: str) -> None:
-        """Push the project's HEAD, wait until the DAG processor parsed that commit, run it."""
-        head = sh("git", "rev-parse", "HEAD", cwd=self.project).stdout.strip()
-        sh("git", "push", "-q", "--force", str(self.folder / "git" / "rnn-mnist.git"),
-           "HEAD:refs/heads/main", cwd=self.project)
-        self.wait(f"DAG version {head[:10]}", 240, lambda: self.query(
-            "SELECT 1 FROM dag_version WHERE dag_id = %s AND bundle_version = %s", DAG_ID, head))
+    def trigger(self, run_id: str) -> str:
+        """`make cluster-trigger`: push the project's HEAD and run it; returns that commit."""
         self.script("trigger.sh", "--run-id", run_id)
+        self.triggered[run_id] = sh("git", "rev-parse", "HEAD", cwd=self.project).stdout.strip()
+        return self.triggered[run_id]
 
     def wait(self, what: str, seconds: float, ready, every: float = 2.0):
         deadline = time.monotonic() + seconds
@@ -175,6 +180,12 @@ class Cluster:
         path = folder / f"attempt={attempt}.log"
         return path.read_text() if path.exists() else ""
 
+    def pids(self) -> list[int]:
+        """The process of every server the cluster started (run/*.pid) and PostgreSQL's."""
+        files = [*(self.folder / "run").glob("*.pid"),
+                 *Path("/var/lib/postgresql").glob(f"*/{self.env['CLUSTER_NAME']}/postmaster.pid")]
+        return [int(f.read_text().split()[0]) for f in files]
+
     def kill_worker(self, host: str) -> int:
         """kill -9 every process of a worker (its mount namespace): the host dies."""
         pid = int((self.folder / "run" / f"{host}.pid").read_text())  # `unshare --fork`
@@ -193,6 +204,37 @@ class Cluster:
         except ProcessLookupError:
             pass
         return len(victims)
+
+
+def listening(pids) -> dict[str, set[str]]:
+    """Where these processes and all their descendants listen (TCP, and unconnected UDP):
+    {"name[pid]": {"address:port", ...}}, read from the kernel's socket table."""
+    procs = {}
+    for pid in pids:
+        try:
+            root = psutil.Process(pid)
+            procs |= {p.pid: p for p in (root, *root.children(recursive=True))}
+        except psutil.NoSuchProcess:
+            pass
+    found: dict[str, set[str]] = {}
+    for conn in psutil.net_connections(kind="inet"):
+        server = conn.status == psutil.CONN_LISTEN or (conn.type == socket.SOCK_DGRAM
+                                                       and not conn.raddr)
+        if server and conn.pid in procs:
+            try:
+                name = procs[conn.pid].name()
+            except psutil.NoSuchProcess:
+                continue
+            found.setdefault(f"{name}[{conn.pid}]", set()).add(f"{conn.laddr.ip}:{conn.laddr.port}")
+    return found
+
+
+def beyond_loopback(found: dict[str, set[str]]) -> dict[str, set[str]]:
+    """The part of ``listening``'s answer on addresses other machines can reach."""
+    def loopback(address: str) -> bool:
+        host = address.rsplit(":", 1)[0]
+        return host.startswith("127.") or host in ("::1", "::ffff:127.0.0.1")
+    return {p: bad for p, a in found.items() if (bad := {x for x in a if not loopback(x)})}
 
 
 def _mnt_ns(proc: Path) -> str | None:

@@ -13,11 +13,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import urllib.error
+import urllib.request
 
 import pytest
 import yaml
 
-from cluster_harness import Cluster
+from cluster_harness import Cluster, beyond_loopback, listening
 from conftest import make_project, remote_holds_everything, sh, untimed
 
 pytestmark = [pytest.mark.cluster,
@@ -58,15 +60,16 @@ S3_ENV = {"AWS_ACCESS_KEY_ID": "cluster", "AWS_SECRET_ACCESS_KEY": "cluster",
           "AWS_DEFAULT_REGION": "us-east-1"}
 
 
-def new_commit(cluster: Cluster, seed: int) -> None:
-    """A params change that makes every training run again."""
+def new_commit(cluster: Cluster, **train) -> None:
+    """A change of ``train`` params (seed, epochs) that makes every training run again."""
     params = cluster.project / "params.yaml"
     text = params.read_text()
-    train = text.index("\ntrain:")
-    old = f"seed: {yaml.safe_load(text)['train']['seed']}"
-    at = text.index(old, train)
-    params.write_text(text[:at] + f"seed: {seed}" + text[at + len(old):])
-    sh("git", "commit", "-qam", f"seed {seed}", cwd=cluster.project)
+    for key, value in train.items():
+        old = f"{key}: {yaml.safe_load(text)['train'][key]} "
+        at = text.index(old, text.index("\ntrain:"))
+        text = text[:at] + f"{key}: {value} " + text[at + len(old):]
+    params.write_text(text)
+    sh("git", "commit", "-qam", f"train {train}", cwd=cluster.project)
 
 
 @pytest.fixture(scope="module")
@@ -81,8 +84,9 @@ def faulty_run(first_run, cluster, tmp_path_factory):
     """A second run (new seed) that meets both faults, one after the other:
     the S3 remote goes down once validate is done, and comes back as soon as
     a task failed on it; then every process of the worker running a training
-    is killed (the worker is started again after the run)."""
-    new_commit(cluster, seed=7)
+    is killed once that training's state reached the S3 remote (the worker is
+    started again after the run). Trainings are longer than the first run's."""
+    new_commit(cluster, seed=7, epochs=40)
     before = remote_ref(cluster, "refs/heads/pipeline-runs")
     cluster.trigger("faulty")
     cluster.wait("validate to finish", 300, lambda: any(
@@ -96,20 +100,23 @@ def faulty_run(first_run, cluster, tmp_path_factory):
         cluster.proxy.up()
     victim = cluster.wait("a training to start", 300, lambda: [
         t for t in cluster.tasks("faulty") if t["task"] == "train" and t["state"] == "running"])[0]
-    cluster.wait("the training to get going", 60, lambda: "train@" in cluster.task_log(
-        victim["host"], "faulty", "train", victim["try"], victim["index"]), every=1)
+    cluster.wait("the training's state in the S3 remote", 120, lambda: "state saved to DVC remote"
+                 in cluster.task_log(victim["host"], "faulty", "train", victim["try"],
+                                     victim["index"]), every=1)
     killed = cluster.kill_worker(victim["host"])
     record_after_kill = remote_ref(cluster, "refs/heads/pipeline-runs")
     try:
         state = cluster.wait_run("faulty", 900)
     finally:
         cluster.script("up.sh")   # the worker back
+    leftover = list((cluster.folder / "workers" / victim["host"] / "work").glob("faulty/*"))
     record = record_clone(cluster, tmp_path_factory.mktemp("faulty") / "record")
     return {"state": state, "tasks": cluster.tasks("faulty"), "before": before, "record": record,
             "s3_failed": s3_failed, "record_while_down": record_while_down,
             "s3_log": cluster.task_log(s3_failed["host"], "faulty", s3_failed["task"],
                                        s3_failed["try"], s3_failed["index"]),
-            "victim": victim, "killed": killed, "record_after_kill": record_after_kill}
+            "victim": victim, "killed": killed, "record_after_kill": record_after_kill,
+            "leftover": leftover}
 
 
 def test_a_run_spreads_over_both_workers_and_trainings_overlap(first_run):
@@ -153,6 +160,10 @@ def test_a_killed_worker_s_training_finishes_on_the_other(faulty_run, cluster):
     retried = [t for t in faulty_run["tasks"]
                if t["task"] == "train" and t["index"] == victim["index"]][0]
     assert retried["try"] > victim["try"] and retried["host"] != victim["host"], retried
+    log = cluster.task_log(retried["host"], "faulty", "train", retried["try"], retried["index"])
+    # it went on from the state the dead worker had saved, not from the first check
+    assert "fetched from DVC remote" in log and "(resuming)" in log, log[-3000:]
+    assert faulty_run["leftover"] == [], "the restarted worker kept the killed try's workspace"
     record = faulty_run["record"]
     assert remote_holds_everything(record, **S3_ENV)   # nothing lost
     assert sh("git", "rev-parse", "HEAD~1", cwd=record).stdout.strip() == faulty_run["before"]
@@ -169,3 +180,54 @@ def test_the_s3_remote_down_is_retried_and_the_champion_never_half_changes(fault
     # record's champion and data are all in the remote
     assert faulty_run["record_while_down"] == faulty_run["before"]
     assert remote_holds_everything(faulty_run["record"], **S3_ENV)
+
+
+def test_cluster_trigger_runs_the_commit_it_pushed_and_nothing_else(first_run, cluster):
+    runs = cluster.query("SELECT run_id, run_type, bundle_version FROM dag_run ORDER BY id")
+    assert runs, "no run"
+    for run_id, run_type, version in runs:   # the DAG is on @weekly, and unpaused
+        assert run_type == "manual" and run_id in cluster.triggered, f"unrequested run {run_id}"
+        assert version == cluster.triggered[run_id], f"{run_id} ran {version}"
+
+
+def test_nothing_the_cluster_started_listens_beyond_loopback(cluster):
+    found = listening(cluster.pids())
+    ports = {int(a.rsplit(":", 1)[1]) for addresses in found.values() for a in addresses}
+    env, logs = cluster.env, int(cluster.env["LOG_PORT_BASE"])
+    servers = {"PostgreSQL": env["PG_PORT"], "Redis": env["REDIS_PORT"],
+               "API server": env["API_PORT"], "S3 server": env["S3_PORT"],
+               "git daemon": env["GIT_PORT"], "worker-a's log server": logs,
+               "worker-b's log server": logs + 1}
+    missing = [name for name, port in servers.items() if int(port) not in ports]
+    assert not missing, f"not among the cluster's sockets: {missing}\n{found}"
+    assert beyond_loopback(found) == {}, found
+
+
+def _status(method: str, url: str, token: str = "", body: dict | None = None) -> int:
+    request = urllib.request.Request(url, method=method, data=json.dumps(body or {}).encode(),
+                                     headers={"Content-Type": "application/json",
+                                              **({"Authorization": f"Bearer {token}"} if token else {})})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status
+    except urllib.error.HTTPError as error:
+        return error.code
+
+
+def test_the_api_answers_only_with_a_login(cluster):
+    base = f"http://127.0.0.1:{cluster.env['API_PORT']}"
+    variable = {"key": "probe", "value": "x"}
+    assert _status("GET", f"{base}/api/v2/connections") in (401, 403)
+    assert _status("POST", f"{base}/api/v2/variables", body=variable) in (401, 403)
+    assert _status("DELETE", f"{base}/api/v2/variables/probe") in (401, 403)
+    for name in ("passwords.json", "secrets.env"):   # generated for this cluster, root only
+        assert (cluster.folder / name).stat().st_mode & 0o077 == 0, name
+    password = json.loads((cluster.folder / "passwords.json").read_text())["admin"]
+    login = urllib.request.Request(f"{base}/auth/token", method="POST",
+                                   data=json.dumps({"username": "admin", "password": password}).encode(),
+                                   headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(login, timeout=30) as response:
+        token = json.loads(response.read())["access_token"]
+    assert _status("GET", f"{base}/api/v2/connections", token) == 200
+    assert _status("POST", f"{base}/api/v2/variables", token, variable) in (200, 201)
+    assert _status("DELETE", f"{base}/api/v2/variables/probe", token) == 204

@@ -43,38 +43,7 @@ def python(code: str, airflow: dict, *args: str) -> dict:
                       .strip().splitlines()[-1])
 
 
-DAGBAG = r"""
-import json, os, sys
-from airflow.dag_processing.dagbag import DagBag
-from airflow.sdk.definitions.mappedoperator import MappedOperator
-from pipeline.orchestration.failures import DataValidationError, ParamsError, RemoteUnavailable, StageFailed
-
-def facts(dag):
-    tasks = {}
-    for t in dag.tasks:
-        policy = t.retry_policy
-        tasks[t.task_id] = {
-            "retries": t.retries, "retry_delay_s": t.retry_delay.total_seconds(),
-            "backoff": t.retry_exponential_backoff,
-            "max_retry_delay_s": t.max_retry_delay and t.max_retry_delay.total_seconds(),
-            "timeout_s": t.execution_timeout and t.execution_timeout.total_seconds(),
-            "pool": t.pool, "mapped": isinstance(t, MappedOperator),
-            "upstream": sorted(t.upstream_task_ids), "trigger_rule": getattr(t.trigger_rule, "value", t.trigger_rule),
-            "outlets": [a.name for a in t.outlets],
-            "policy": {e.__name__: policy.evaluate(e("x"), 1, 3).action.value
-                       for e in (DataValidationError, ParamsError, RemoteUnavailable, StageFailed)}}
-    return {"schedule": dag.schedule, "catchup": dag.catchup, "tags": sorted(dag.tags),
-            "max_active_runs": dag.max_active_runs, "doc": dag.doc_md or "", "tasks": tasks}
-
-bag = DagBag(dag_folder=sys.argv[1])
-out = {"errors": bag.import_errors, "dags": sorted(bag.dags)}
-if "retrain" in bag.dags:
-    out["retrain"] = facts(bag.dags["retrain"])
-os.environ.update(RETRAIN_SCHEDULE="0 3 * * 1", RETRAIN_POOL="gpus")
-again = DagBag(dag_folder=sys.argv[1]).dags["retrain"]
-out["overridden"] = {"schedule": again.schedule, "pool": again.get_task("train").pool}
-print(json.dumps(out, default=str))
-"""
+DAGBAG = (Path(__file__).parent / "dagbag_facts.py").read_text()
 
 
 @pytest.fixture(scope="module")
@@ -89,7 +58,8 @@ def test_dag_folder_imports_without_errors(dagbag):
     assert set(dag["tasks"]) == {*STAGE_TASKS, "publish"}
     assert dag["tags"] and "dvc" in dag["tags"]
     assert dag["doc"].strip().startswith("### retrain")
-    assert (dag["schedule"], dag["catchup"], dag["max_active_runs"]) == ("@weekly", False, 1)
+    assert (dag["schedule"], dag["catchup"], dag["max_active_runs"]) == ("0 0 * * 0", False, 1)  # @weekly
+    assert dag["first_run_in_future"], "unpausing would start a run for a week already past"
     assert dagbag["overridden"] == {"schedule": "0 3 * * 1", "pool": "gpus"}
 
 

@@ -37,7 +37,7 @@ import time
 from collections import deque
 from pathlib import Path
 
-from pipeline.orchestration import workspace
+from pipeline.orchestration import resume, workspace
 from pipeline.orchestration.failures import (ParamsError, PermanentError, RemoteUnavailable,
                                              StageFailed, TransientError, classify, error_lines)
 
@@ -48,10 +48,10 @@ OUTPUT_TAIL_LINES = 400     # lines of a command's output kept to explain a fail
 
 # --- running commands -------------------------------------------------------
 
-def command_env() -> dict:
+def command_env(**extra: str) -> dict:
     """Environment of dvc, git and the stages they run."""
     # Stages run `python -m pipeline.<stage>`: this interpreter's venv must come first.
-    env = dict(os.environ)
+    env = {**os.environ, **extra}
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     env.setdefault("DVC_NO_ANALYTICS", "1")
     return env
@@ -75,10 +75,10 @@ def _kill(proc: subprocess.Popen) -> None:
             continue
 
 
-def _stream(cmd: list[str], cwd: Path) -> tuple[int, str]:
+def _stream(cmd: list[str], cwd: Path, env: dict | None = None) -> tuple[int, str]:
     """Run a command, logging each output line as it comes; return (exit code, tail)."""
     tail: deque[str] = deque(maxlen=OUTPUT_TAIL_LINES)
-    proc = subprocess.Popen(cmd, cwd=cwd, env=command_env(), stdout=subprocess.PIPE,
+    proc = subprocess.Popen(cmd, cwd=cwd, env=env or command_env(), stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, errors="replace",
                             start_new_session=True)
     try:
@@ -94,15 +94,18 @@ def _stream(cmd: list[str], cwd: Path) -> tuple[int, str]:
         raise
 
 
-def dvc(cwd: Path, *args: str, what: str, quiet: bool = False) -> tuple[int, str]:
+def dvc(cwd: Path, *args: str, what: str, quiet: bool = False,
+        env: dict | None = None) -> tuple[int, str]:
     """Run ``dvc <args>`` in ``cwd``; return (exit code, output).
 
-    ``quiet`` captures stdout alone (for --json) instead of logging the merged output.
+    ``quiet`` captures stdout alone (for --json) instead of logging the merged output;
+    ``env`` adds variables to the command's environment.
     """
     cmd = [_dvc_exe(), *args]
     if not quiet:
-        return _stream(cmd, cwd)
-    proc = subprocess.run(cmd, cwd=cwd, env=command_env(), capture_output=True, text=True)
+        return _stream(cmd, cwd, command_env(**(env or {})))
+    proc = subprocess.run(cmd, cwd=cwd, env=command_env(**(env or {})), capture_output=True,
+                          text=True)
     return proc.returncode, proc.stdout if proc.returncode == 0 else f"{proc.stdout}\n{proc.stderr}"
 
 
@@ -179,6 +182,18 @@ def push(ws: Path, targets: list[str], remote: str, what: str) -> None:
                                 f"later)\n{error_lines(out, what)}")
 
 
+def _repro(ws: Path, stage: str, run_id: str, remote: str) -> tuple[int, str]:
+    """``dvc repro`` of one stage. A training goes on from the state an earlier try
+    left in the DVC remote, and keeps its own state there as it goes (``resume``)."""
+    work = resume.work_of(ws, stage)
+    if work is None:
+        return dvc(ws, "repro", "--single-item", stage, what=stage)
+    resume.fetch(ws, stage, run_id, remote, work)
+    with resume.mirrored(ws, stage, run_id, remote, work):
+        return dvc(ws, "repro", "--single-item", stage, what=stage,
+                   env={resume.SNAPSHOT_ENV: str(resume.snapshot_path(work).resolve())})
+
+
 def run_stage(stage: str, upstream: dict | None = None, *, run_id: str = "manual",
               project: Path | str | None = None, bundle=None) -> dict:
     """Run one stage in a fresh workspace; return the record for downstream tasks.
@@ -195,10 +210,12 @@ def run_stage(stage: str, upstream: dict | None = None, *, run_id: str = "manual
     workspace.apply(ws, upstream or {}, facts["order"])
     pull(ws, facts["inputs"], remote, stage)
     pull(ws, [stage], remote, stage, allow_missing=True)  # so an unchanged stage is skipped
-    rc, out = dvc(ws, "repro", "--single-item", stage, what=stage)
+    rc, out = _repro(ws, stage, run_id, remote)
     if rc != 0:
         raise classify(stage, out, ws)
     push(ws, [stage], remote, stage)
+    if resume.work_of(ws, stage):
+        resume.discard(ws, stage, run_id, remote)
     outcome, seconds = _outcome(stage, out), round(time.monotonic() - started, 1)
     record = workspace.capture(ws, stage, facts["uncached"], source, upstream or {},
                                outcome=outcome, seconds=seconds, finished=time.time())

@@ -39,7 +39,10 @@ run leaves the old checkpoint as it was; the next run resumes from Keras'
 over when they are not. The dvclive folder is written inside that scratch
 folder too and moved to ``metrics/train/<model>/`` at the end, because DVC
 deletes a stage's metrics and plots before rerunning it: a resumed run's curves
-and summary then show every check, as an uninterrupted run's do.
+and summary then show every check, as an uninterrupted run's do. With
+``PIPELINE_RESUME_SNAPSHOT`` set, that folder is also packed into the file it
+names after every check, for a retry on another worker
+(``pipeline/orchestration/resume.py``).
 """
 
 from __future__ import annotations
@@ -48,8 +51,10 @@ import hashlib
 import json
 import logging
 import math
+import os
 import shutil
 import sys
+import tarfile
 import time
 from pathlib import Path
 
@@ -62,6 +67,17 @@ from pipeline.runtime import StageError
 
 log = logging.getLogger("pipeline.stages.train")
 WORK_ROOT = Path("tmp/train")
+# Set by pipeline/orchestration/resume.py: after each check, pack() the work folder there.
+SNAPSHOT_ENV = "PIPELINE_RESUME_SNAPSHOT"
+
+
+def pack(work: Path, target: Path) -> None:
+    """The work folder as one tar file at ``target``: written beside it, then moved."""
+    part = target.with_name(target.name + ".part")
+    with tarfile.open(part, "w") as tar:
+        for item in sorted(work.iterdir()):
+            tar.add(item, arcname=item.name)
+    os.replace(part, target)
 
 
 def _keep_history(live_dir: Path, done: int) -> None:
@@ -221,6 +237,9 @@ def run(name: str, params: config.Params, split_dir: Path = config.SPLIT_DIR,
                                       patience=p["patience"]),
         DVCLiveCallback(live=live),
         keras.callbacks.BackupAndRestore(str(work / "backup")),
+        *([keras.callbacks.LambdaCallback(   # after the backup, so the pack holds it
+            on_epoch_end=lambda *_: pack(work, Path(os.environ[SNAPSHOT_ENV])))]
+          if os.environ.get(SNAPSHOT_ENV) else []),
     ]
     history = net.fit(
         inputs.training(x_train, y_train, cfg), epochs=p["checks"],

@@ -1,0 +1,46 @@
+"""What tests/test_dag.py checks about the DAG, read in a fresh interpreter with the
+Airflow env: ``python dagbag_facts.py DAG_FOLDER`` prints one line of JSON."""
+import json, os, sys
+from airflow.dag_processing.dagbag import DagBag
+from airflow.sdk.definitions.mappedoperator import MappedOperator
+from pipeline.orchestration.failures import DataValidationError, ParamsError, RemoteUnavailable, StageFailed
+
+def schedule(dag):
+    return getattr(dag.timetable, "expression", None) or str(dag.schedule)
+
+def first_run_in_future(dag):
+    # unpausing must start no run for a period already past (no unrequested catch-up)
+    from datetime import datetime, timezone
+    from airflow.timetables.base import TimeRestriction
+    from airflow.serialization.serialized_objects import DagSerialization
+    timetable = DagSerialization.from_dict(DagSerialization.to_dict(dag)).timetable  # the scheduler's
+    info = timetable.next_dagrun_info(last_automated_data_interval=None,
+        restriction=TimeRestriction(earliest=dag.start_date, latest=None, catchup=dag.catchup))
+    return info is not None and info.run_after > datetime.now(timezone.utc)
+
+def facts(dag):
+    tasks = {}
+    for t in dag.tasks:
+        policy = t.retry_policy
+        tasks[t.task_id] = {
+            "retries": t.retries, "retry_delay_s": t.retry_delay.total_seconds(),
+            "backoff": t.retry_exponential_backoff,
+            "max_retry_delay_s": t.max_retry_delay and t.max_retry_delay.total_seconds(),
+            "timeout_s": t.execution_timeout and t.execution_timeout.total_seconds(),
+            "pool": t.pool, "mapped": isinstance(t, MappedOperator),
+            "upstream": sorted(t.upstream_task_ids), "trigger_rule": getattr(t.trigger_rule, "value", t.trigger_rule),
+            "outlets": [a.name for a in t.outlets],
+            "policy": {e.__name__: policy.evaluate(e("x"), 1, 3).action.value
+                       for e in (DataValidationError, ParamsError, RemoteUnavailable, StageFailed)}}
+    return {"schedule": schedule(dag), "first_run_in_future": first_run_in_future(dag),
+            "catchup": dag.catchup, "tags": sorted(dag.tags),
+            "max_active_runs": dag.max_active_runs, "doc": dag.doc_md or "", "tasks": tasks}
+
+bag = DagBag(dag_folder=sys.argv[1])
+out = {"errors": bag.import_errors, "dags": sorted(bag.dags)}
+if "retrain" in bag.dags:
+    out["retrain"] = facts(bag.dags["retrain"])
+os.environ.update(RETRAIN_SCHEDULE="0 3 * * 1", RETRAIN_POOL="gpus")
+again = DagBag(dag_folder=sys.argv[1]).dags["retrain"]
+out["overridden"] = {"schedule": schedule(again), "pool": again.get_task("train").pool}
+print(json.dumps(out, default=str))
