@@ -71,3 +71,20 @@ def test_dropout_and_layers_are_params(models):
     net = model.build(cfg)
     assert net.get_layer("gru1").dropout == 0.2
     assert len([layer for layer in net.layers if layer.name.startswith("gru")]) == 1
+
+
+@pytest.mark.parametrize("name", ["rnn", "lstm", "gru", "bilstm"])
+def test_where_tensorflow_sees_a_gpu_auto_trains_on_cudnn_s_layers(name, monkeypatch):
+    """No GPU here: the machine's answer is replaced, the choice made from it is real."""
+    from pipeline.rnn import kernels
+
+    params = config.load(ROOT / "params.yaml")
+    monkeypatch.setattr(kernels, "gpus", lambda: ("GPU:0",))
+    choice = kernels.choose(params.models[name], params.train)
+    assert (choice.kernel, choice.bf16, choice.n_parts, choice.device) == ("keras", False, 1, "GPU:0")
+    assert choice.describe().endswith("on GPU:0")
+    built = model.build(params.models[name], params.dataset.image_shape, params.dataset.num_classes,
+                        name, kernel=choice.kernel)
+    assert not any("fused" in type(layer).__module__ for layer in built._flatten_layers())
+    monkeypatch.setattr(kernels, "gpus", lambda: ())
+    assert kernels.choose(params.models[name], params.train).device == "CPU"
