@@ -127,6 +127,13 @@ def agreement(first: dict, second: dict, out: Path, limit: float = 3.0) -> bool:
             diff = 100 * (b - a) / a
             worst = max(worst, abs(diff))
             lines.append(f"| {name} | {impl} | {a:,.0f} | {b:,.0f} | {diff:+.1f}% |")
+        if all(isinstance(run["models"].get(name, {}).get(k), dict)
+               for run in (first, second) for k in ("project", "reference")):
+            a, b = (_ratio(run["models"][name]) for run in (first, second))
+            diff = 100 * (b - a) / a
+            worst = max(worst, abs(diff))
+            lines.append(f"| {name} | ratio project / plain Keras | {a:.2f}x | {b:.2f}x | "
+                         f"{diff:+.1f}% |")
     ok = worst <= limit
     lines += ["", f"Largest difference {worst:.1f}%: "
               + (f"every median within {limit:g}%." if ok else f"**above {limit:g}%**."),
@@ -135,6 +142,10 @@ def agreement(first: dict, second: dict, out: Path, limit: float = 3.0) -> bool:
               + "; ".join(_peaks(run) for run in (first, second)) + "."]
     save(out, lines, {"first": first, "second": second, "worst_pct": worst, "ok": ok})
     return ok
+
+
+def _ratio(row: dict) -> float:
+    return row["project"]["images_per_s"] / row["reference"]["images_per_s"]
 
 
 def _peaks(run: dict) -> str:

@@ -280,3 +280,21 @@ def test_bench_readme_lists_every_script_and_only_those():
         for word in line.split("`"):
             if word.startswith("reports/") and "{" not in word:
                 assert (ROOT / word).exists(), f"bench/README.md names {word}, which is missing"
+
+
+def test_two_runs_agree_only_when_every_median_and_ratio_is_within_the_limit(tmp_path):
+    speed_table = _bench("speed_table")
+
+    def run(reference: float, project: float) -> dict:
+        return {"machine": {"cpu_model": "x", "cpu_count": 2, "isa_flags": "avx2"},
+                "command": "c", "steps": 660, "warmup": 110, "repeats": 3,
+                "peak_gflops": {"tensorflow": 100.0},
+                "models": {"gru": {"reference": {"images_per_s": reference},
+                                   "project": {"images_per_s": project}}}}
+
+    assert speed_table.agreement(run(1000, 3000), run(1010, 3020), tmp_path / "a")
+    text = (tmp_path / "a.md").read_text()
+    assert "| gru | ratio project / plain Keras | 3.00x | 2.99x | -0.3% |" in text
+    # each median moves 2.5%, the ratio 5%: the runs disagree on the ratio
+    assert not speed_table.agreement(run(1000, 3000), run(1025, 2925), tmp_path / "b")
+    assert "**above 3%**" in (tmp_path / "b.md").read_text()
