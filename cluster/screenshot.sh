@@ -3,7 +3,7 @@
 # (Debian's `chromium`): the grid view of the latest run with its task
 # instances, and the details of the first two mapped trainings (the worker
 # each ran on, and the DAG version: the git commit the run was pinned to).
-# Usage: cluster/screenshot.sh [OUT_DIR]   (default docs/; needs `make cluster-up`)
+# Usage: cluster/screenshot.sh [OUT_DIR]   (default docs/; needs `AIRFLOW_AUTH=off make cluster-up`)
 set -euo pipefail
 # shellcheck source=cluster/env.sh
 . "$(dirname "$0")/env.sh"
@@ -14,6 +14,11 @@ airflow_env "$CLUSTER_DIR/airflow/admin"
 run=$(airflow dags list-runs retrain -o plain 2>/dev/null | awk '$1 == "retrain" {print $2; exit}')
 [ -n "$run" ] || { echo "screenshot: no run of retrain yet (make cluster-trigger)" >&2; exit 1; }
 base="http://127.0.0.1:$API_PORT"
+# Headless Chromium cannot log in: the UI must be the loopback-only one without a login.
+if [ "$(curl -s -o /dev/null -w '%{http_code}' "$base/api/v2/dags")" != 200 ]; then
+    echo "screenshot: the UI asks for a login; start the cluster with AIRFLOW_AUTH=off make cluster-up" >&2
+    exit 1
+fi
 shoot() {  # shoot URL FILE [HEIGHT]: render the page (a script-driven app: give it time)
     chromium --headless --no-sandbox --disable-gpu --disable-quic --no-first-run \
         --disable-background-networking --disable-component-update --disable-sync \

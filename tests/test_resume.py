@@ -24,7 +24,7 @@ import yaml
 from conftest import make_project, sh, tool_env
 from pipeline.orchestration import orchestrate
 
-EPOCHS = 40   # long enough that the kill lands mid-training
+EPOCHS = 24   # long enough that the kill lands mid-training
 
 
 @pytest.fixture
