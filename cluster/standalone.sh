@@ -36,8 +36,14 @@ airflow db migrate >"$AIRFLOW_HOME/db-migrate.log" 2>&1 \
 airflow pools set training "$TRAINING_SLOTS" "models that train at once" >/dev/null
 
 pids=()
+# shellcheck disable=SC2317  # called by stop
+running() { for pid in "${pids[@]}"; do kill -0 -- "-$pid" 2>/dev/null && return 0; done; return 1; }
 # shellcheck disable=SC2317  # called by the EXIT trap
-stop() { for pid in "${pids[@]}"; do kill -TERM -- "-$pid" 2>/dev/null || true; done; }
+stop() {   # TERM to every component; what still runs after 20 s is killed
+    for pid in "${pids[@]}"; do kill -TERM -- "-$pid" 2>/dev/null || true; done
+    for _ in $(seq 20); do running || return 0; sleep 1; done
+    for pid in "${pids[@]}"; do kill -KILL -- "-$pid" 2>/dev/null || true; done
+}
 trap stop EXIT
 trap 'exit 130' INT TERM
 mkdir -p "$AIRFLOW_HOME/run"
