@@ -9,11 +9,14 @@ storage endpoint goes down and recovers.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
 import threading
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import psutil
@@ -235,6 +238,28 @@ def beyond_loopback(found: dict[str, set[str]]) -> dict[str, set[str]]:
         host = address.rsplit(":", 1)[0]
         return host.startswith("127.") or host in ("::1", "::ffff:127.0.0.1")
     return {p: bad for p, a in found.items() if (bad := {x for x in a if not loopback(x)})}
+
+
+def api_status(method: str, url: str, token: str = "", body: dict | None = None) -> int:
+    """The HTTP status the API server answers, with a bearer token or without one."""
+    request = urllib.request.Request(url, method=method, data=json.dumps(body or {}).encode(),
+                                     headers={"Content-Type": "application/json",
+                                              **({"Authorization": f"Bearer {token}"} if token else {})})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status
+    except urllib.error.HTTPError as error:
+        return error.code
+
+
+def api_login(base: str, passwords_file: Path) -> str:
+    """A token for the generated admin (Airflow's simple auth manager: POST /auth/token)."""
+    password = json.loads(passwords_file.read_text())["admin"]
+    request = urllib.request.Request(
+        f"{base}/auth/token", method="POST", headers={"Content-Type": "application/json"},
+        data=json.dumps({"username": "admin", "password": password}).encode())
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.loads(response.read())["access_token"]
 
 
 def _mnt_ns(proc: Path) -> str | None:

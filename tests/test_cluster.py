@@ -13,13 +13,11 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import urllib.error
-import urllib.request
 
 import pytest
 import yaml
 
-from cluster_harness import Cluster, beyond_loopback, listening
+from cluster_harness import Cluster, api_login, api_status, beyond_loopback, listening
 from conftest import make_project, remote_holds_everything, sh, untimed
 
 pytestmark = [pytest.mark.cluster,
@@ -203,31 +201,15 @@ def test_nothing_the_cluster_started_listens_beyond_loopback(cluster):
     assert beyond_loopback(found) == {}, found
 
 
-def _status(method: str, url: str, token: str = "", body: dict | None = None) -> int:
-    request = urllib.request.Request(url, method=method, data=json.dumps(body or {}).encode(),
-                                     headers={"Content-Type": "application/json",
-                                              **({"Authorization": f"Bearer {token}"} if token else {})})
-    try:
-        with urllib.request.urlopen(request, timeout=30) as response:
-            return response.status
-    except urllib.error.HTTPError as error:
-        return error.code
-
-
 def test_the_api_answers_only_with_a_login(cluster):
     base = f"http://127.0.0.1:{cluster.env['API_PORT']}"
     variable = {"key": "probe", "value": "x"}
-    assert _status("GET", f"{base}/api/v2/connections") in (401, 403)
-    assert _status("POST", f"{base}/api/v2/variables", body=variable) in (401, 403)
-    assert _status("DELETE", f"{base}/api/v2/variables/probe") in (401, 403)
+    assert api_status("GET", f"{base}/api/v2/connections") in (401, 403)
+    assert api_status("POST", f"{base}/api/v2/variables", body=variable) in (401, 403)
+    assert api_status("DELETE", f"{base}/api/v2/variables/probe") in (401, 403)
     for name in ("passwords.json", "secrets.env"):   # generated for this cluster, root only
         assert (cluster.folder / name).stat().st_mode & 0o077 == 0, name
-    password = json.loads((cluster.folder / "passwords.json").read_text())["admin"]
-    login = urllib.request.Request(f"{base}/auth/token", method="POST",
-                                   data=json.dumps({"username": "admin", "password": password}).encode(),
-                                   headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(login, timeout=30) as response:
-        token = json.loads(response.read())["access_token"]
-    assert _status("GET", f"{base}/api/v2/connections", token) == 200
-    assert _status("POST", f"{base}/api/v2/variables", token, variable) in (200, 201)
-    assert _status("DELETE", f"{base}/api/v2/variables/probe", token) == 204
+    token = api_login(base, cluster.folder / "passwords.json")
+    assert api_status("GET", f"{base}/api/v2/connections", token) == 200
+    assert api_status("POST", f"{base}/api/v2/variables", token, variable) in (200, 201)
+    assert api_status("DELETE", f"{base}/api/v2/variables/probe", token) == 204

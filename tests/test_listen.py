@@ -9,20 +9,17 @@ another address without a login is refused before anything starts.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import socket
 import subprocess
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import psutil
 import pytest
 
-from cluster_harness import beyond_loopback, listening
+from cluster_harness import api_login, api_status, beyond_loopback, listening
 from conftest import ROOT
 
 VENV_BIN = Path(os.environ.get("VIRTUAL_ENV") or ROOT / ".venv") / "bin"
@@ -49,23 +46,6 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def _status(url: str, token: str = "") -> int:
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
-    try:
-        with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=30) as r:
-            return r.status
-    except urllib.error.HTTPError as error:
-        return error.code
-
-
-def _login(base: str, password: str) -> str:
-    request = urllib.request.Request(
-        f"{base}/auth/token", method="POST", headers={"Content-Type": "application/json"},
-        data=json.dumps({"username": "admin", "password": password}).encode())
-    with urllib.request.urlopen(request, timeout=30) as response:
-        return json.loads(response.read())["access_token"]
 
 
 @pytest.mark.parametrize("listen_host", ["", "0.0.0.0"], ids=["default", "asked-for-0.0.0.0"])
@@ -95,10 +75,10 @@ def test_standalone_listens_on_loopback_and_asks_for_a_login(listen_host, tmp_pa
         else:
             assert exposed == {}, exposed
         base = f"http://127.0.0.1:{port}"
-        assert _status(f"{base}/api/v2/dags") in (401, 403)
+        assert api_status("GET", f"{base}/api/v2/dags") in (401, 403)
         assert (home / "passwords.json").stat().st_mode & 0o077 == 0
-        token = _login(base, json.loads((home / "passwords.json").read_text())["admin"])
-        assert _status(f"{base}/api/v2/dags", token) == 200
+        token = api_login(base, home / "passwords.json")
+        assert api_status("GET", f"{base}/api/v2/dags", token) == 200
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=60)

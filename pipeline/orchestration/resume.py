@@ -6,12 +6,12 @@ but the git and DVC remotes. So the state to resume from must be in the DVC
 remote before the worker dies. ``pipeline/stages/train.py`` keeps it in its
 work folder ``tmp/train/<model>`` (Keras' ``BackupAndRestore``, the best
 checkpoint so far, the dvclive curves) and, when ``SNAPSHOT_ENV`` names a
-file, packs it there after every check, replaced atomically. While the stage runs, ``mirrored``
-copies each new snapshot to the remote under ``resume/<run>/<stage>.tar``,
-beside DVC's content-addressed ``files/`` (which it never touches); a retry
-on any worker first ``fetch``-es it, so the training goes on from its last
-check with every earlier check's curves, and ``discard`` removes it once the
-stage's outputs are pushed. The snapshot only ever resumes the same params
+file, packs it there after every check, replaced atomically. While the stage
+runs, ``mirrored`` copies each new snapshot to the remote under
+``resume/<run>/<stage>.tar``, beside DVC's content-addressed ``files/`` (which
+it never touches); a retry on any worker first ``fetch``-es it, so the
+training goes on from its last check with every earlier check's curves, and
+``discard`` removes it once the stage's outputs are pushed. The snapshot only ever resumes the same params
 and data: train.py checks its fingerprint and starts over otherwise.
 """
 
@@ -23,16 +23,17 @@ import threading
 from contextlib import contextmanager
 from pathlib import Path
 
+from pipeline.orchestration.workspace import RESUME_DIR
+
 log = logging.getLogger("pipeline.orchestration.resume")
 
 SNAPSHOT_ENV = "PIPELINE_RESUME_SNAPSHOT"   # the file train.py packs its state into
-WORK_ROOT = Path("tmp/train")                # train.py's work folders, one per model
 EVERY_S = 2.0                                # how often a running stage's snapshot is looked at
 
 
 def work_of(ws: Path, stage: str) -> Path | None:
     """``train@gru`` -> its work folder in the workspace; None for stages that do not train."""
-    return ws / WORK_ROOT / stage.split("@", 1)[1] if stage.startswith("train@") else None
+    return ws / RESUME_DIR / stage.split("@", 1)[1] if stage.startswith("train@") else None
 
 
 def snapshot_path(work: Path) -> Path:

@@ -70,7 +70,7 @@ def choose(arch: config.ModelConfig, cfg: config.TrainConfig) -> Choice:
     from pipeline.rnn import native
     from pipeline.rnn import side_by_side
 
-    if gpus() and cfg.kernel in ("auto", "keras"):   # cuDNN's layers; one part per batch
+    if cfg.kernel in ("auto", "keras") and gpus():   # cuDNN's layers; one part per batch
         parts = 1 if cfg.batch_parts == "auto" else int(cfg.batch_parts)
         return Choice("keras", precision(cfg.precision, "keras"), parts, gpus()[0])
     n_parts = side_by_side.parts(arch, cfg.batch_parts,
