@@ -2,22 +2,24 @@
 # Orchestration overhead: the same commit and params run three ways, one after
 # the other, each from a fresh clone of this repository:
 #   plain    `dvc repro && dvc push` (what `make repro` does)
-#   local    a triggered run of `airflow standalone` (LocalExecutor, SQLite, pool 2)
+#   local    a triggered run on cluster/standalone.sh (what `make airflow-standalone`
+#            starts: LocalExecutor, SQLite, pool 2)
 #   cluster  a triggered run on `cluster/up.sh` (CeleryExecutor, PostgreSQL, Redis,
 #            two isolated workers, git DAG bundle, S3 remote; started before the clock)
 # and the cluster services' peak resident memory while its run goes on.
 #
 # Usage: bench/orchestration.sh [EPOCHS|tiny]   (default 2; tiny = the test fixture)
 # Needs the venv (make setup), root for the cluster, and for real data the MNIST
-# files (DATA_MIRROR_DIR or ../shared/data/mnist). Prints a Markdown table; the
-# committed ones came from `bench/orchestration.sh 1 > reports/orchestration-bench-1epoch.md`
-# and `bench/orchestration.sh tiny > reports/orchestration-bench-tiny.md`.
+# files (DATA_MIRROR_DIR or ../shared/data/mnist). Prints a Markdown table, with the
+# load average before it starts: run it on an otherwise idle machine, then e.g.
+# `bench/orchestration.sh tiny > reports/orchestration-bench-tiny.md`, cited from docs/airflow.md.
 # Each clone runs its own code: PYTHONPATH names it, ahead of the venv's editable
 # install of this checkout (the cluster's git bundle puts its own commit first).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 WHAT=${1:-2}
 WORK=$(mktemp -d /tmp/orchestration-bench.XXXX)
+LOAD=$(cut -d' ' -f1-3 /proc/loadavg)   # other work on the machine skews every figure
 export PATH="$ROOT/.venv/bin:$PATH" TF_CPP_MIN_LOG_LEVEL=2 GX_ANALYTICS_ENABLED=false
 export DATA_MIRROR_DIR="${DATA_MIRROR_DIR:-$ROOT/../shared/data/mnist}" RETRAIN_SCHEDULE=none
 [ "$WHAT" = tiny ] && unset DATA_MIRROR_DIR   # the fixture is its own mirror (params-tiny.yaml)
@@ -97,10 +99,12 @@ hosts=$(PGPASSWORD=$PG_PASSWORD psql -h 127.0.0.1 -p "$PG_PORT" -U airflow -d ai
 cpu=$(lscpu | sed -n 's/^Model name: *//p' | head -1)
 echo "## Orchestration on $(nproc) cores of $cpu, params: $WHAT ($(date -u +%F))"
 echo
+echo "Commit $(git -C "$ROOT" rev-parse --short HEAD); load average before the first run: $LOAD."
+echo
 echo "| variant | wall time | state |"
 echo "|---|---|---|"
 echo "| plain \`dvc repro && dvc push\` | ${plain} s | success |"
-echo "| LocalExecutor (\`airflow standalone\`) | ${local} s | $local_state |"
+echo "| LocalExecutor (\`cluster/standalone.sh\`) | ${local} s | $local_state |"
 echo "| CeleryExecutor cluster, 2 isolated workers ($hosts) | ${cluster} s | $cluster_state |"
 echo
 echo "Peak resident memory of the cluster's services during its run:"

@@ -78,9 +78,8 @@ def test_metrics_and_plots_are_visible_to_dvc(tiny_repro):
 
 def test_changing_one_model_reruns_only_that_model(tiny_repro, tmp_path):
     project = copy_project(tiny_repro, tmp_path / "p")
-    params = yaml.safe_load((project / "params.yaml").read_text())
     text = (project / "params.yaml").read_text()
-    assert params["models"]["gru"]["units"] == 8
+    assert config.load(project / "params.yaml").models["gru"].units == 8
     # edit only the gru block
     head, tail = text.split("  gru:\n", 1)
     (project / "params.yaml").write_text(head + "  gru:\n" + tail.replace("units: 8", "units: 12", 1))

@@ -53,8 +53,8 @@ def test_a_dataset_without_references_never_borrows_mnists(dataset):
 
 def test_references_are_a_dataset_key_and_checked_like_the_rest():
     raw = {"test_accuracy": 0.9, "val_accuracy": 0.91}
-    import yaml
-    data = yaml.safe_load((ROOT / "params.yaml").read_text())
+    from pydantic import TypeAdapter
+    data = TypeAdapter(config.Params).dump_python(config.load_project(ROOT), mode="json")
     data["datasets"]["fashion_mnist"]["references"] = {"gru": raw}
     assert config.parse(data).datasets["fashion_mnist"].references["gru"].wall_time_s is None
     data["datasets"]["fashion_mnist"]["references"] = {"gru": {"test_acc": 0.9}}

@@ -1,10 +1,11 @@
 """Compare the workspace with a git revision: params, metrics, reruns, pictures.
 
 ``python -m pipeline.review.diff --rev main [--out reports/diff] [--note TEXT ...]``
-(``make diff REV=main``) writes ``<out>/report.md``: the changed params
-(``dvc params diff``), the four models' headline metrics at both revisions with
-signed changes (``dvc metrics diff --all``), McNemar's exact test of each
-changed model on the same test images (``evidence``: only significant changes
+(``make diff REV=main``) writes ``<out>/report.md``; ``--base A --head B`` compares
+two commits as committed (``checkout``: B in a clean clone, not the workspace).
+The report: the changed params (``dvc params diff``), the four models' headline
+metrics at both revisions with signed changes (``dvc metrics diff --all``),
+McNemar's exact test of each changed model on the same test images (``evidence``: only significant changes
 count as changed in the summary), per-class F1 of the models that changed,
 whether both sides ran on the same kind of machine, the champion, the stages DVC reran, and static comparison images
 (``curves.png``, ``confusion.png``) beside it, plus ``dvc plots diff``'s HTML
@@ -38,6 +39,7 @@ from pathlib import Path
 import yaml
 
 from pipeline import config
+from pipeline.review import checkout
 from pipeline.review.comparison import (EVAL_METRICS, Comparison, champion, metric_pairs,
                                         parse_params_diff, stage_changes, stale_stages)
 from pipeline.review.markdown import render, render_nothing
@@ -189,8 +191,10 @@ def write_images(rev: str, project: Path, out_dir: Path, names: list[str],
 
 
 def run(rev: str = "main", out_dir: Path = DIFF_DIR, project: Path = Path("."),
-        notes: list[str] | tuple[str, ...] = (), label: str = "workspace") -> dict:
-    """Compare the workspace of ``project`` with ``rev``; write ``out_dir/report.md``.
+        notes: list[str] | tuple[str, ...] = (), label: str = "workspace",
+        html: bool = True) -> dict:
+    """Compare the workspace of ``project`` with ``rev``; write ``out_dir/report.md``
+    (and ``dvc plots diff``'s page, several MB, unless ``html`` is false).
 
     Returns ``{"status": "compared" | "same_revision" | "no_metrics", "report",
     "message", "changed_models", "params", "reran", "stale", "champion"}``.
@@ -231,10 +235,10 @@ def run(rev: str = "main", out_dir: Path = DIFF_DIR, project: Path = Path("."),
     significance(rev, project, c)
     c.images = write_images(rev, project, out_dir, c.changed, old_label, label)
     plots = _run([sys.executable, "-m", "dvc", "plots", "diff", rev, "-o", str(out_dir / "plots")],
-                 project, check=False)
-    if plots.returncode == 0 and (out_dir / "plots" / "index.html").exists():
+                 project, check=False) if html else None
+    if plots and plots.returncode == 0 and (out_dir / "plots" / "index.html").exists():
         c.plots_html = "plots/index.html"
-    else:
+    elif html:
         log.warning("diff: dvc plots diff failed; the report links no HTML plots")
     summary["report"].write_text(render(c, old_label, label))
     log.info("diff: wrote %s (changed: %s)", summary["report"], ", ".join(c.changed) or "none")
@@ -256,20 +260,29 @@ def _params_if_any(rev: str, project: Path) -> list[dict]:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m pipeline.review.diff",
                                      description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rev", default="main",
+    parser.add_argument("--rev", "--base", dest="rev", default="main",
                         help="git revision to compare with (default: main)")
+    parser.add_argument("--head", help="compare with this commit as committed (a clean clone) "
+                                       "instead of the workspace: --base A --head B")
     parser.add_argument("--out", type=Path, default=DIFF_DIR,
                         help=f"folder for report.md and images (default: {DIFF_DIR})")
     parser.add_argument("--note", action="append", default=[],
                         help="a line to show at the top of the report (repeatable)")
-    parser.add_argument("--label", default="workspace",
-                        help='name of the compared side in column headers (default: workspace; '
-                             'CI: "this PR")')
+    parser.add_argument("--no-html", dest="html", action="store_false",
+                        help="no plots/ page (dvc plots diff): a report to commit")
+    parser.add_argument("--label", help='name of the compared side in column headers (default: '
+                                        'workspace, or --head; CI: "this PR")')
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    label = args.label or args.head or "workspace"
     try:
-        result = run(args.rev, args.out, notes=args.note, label=args.label)
-    except DiffError as exc:
+        if args.head:  # both sides from git: the head in a clean clone of its own
+            with checkout.committed(args.head, Path("."), base=args.rev) as (tree, base, note):
+                result = run(base, args.out, project=tree, notes=[note, *args.note], label=label,
+                             html=args.html)
+        else:
+            result = run(args.rev, args.out, notes=args.note, label=label, html=args.html)
+    except (DiffError, checkout.CheckoutError) as exc:
         print(f"diff: error: {exc}", file=sys.stderr)
         sys.exit(2)
     if result["message"]:
