@@ -36,6 +36,37 @@ def _share(result: dict, r: dict) -> str:
     return f"{statistics.median(shares):.0f}% ({min(shares):.0f}-{max(shares):.0f}%)"
 
 
+def _steps(result: dict, name: str) -> int:
+    """A model's timed steps (one number for every model in runs before equal-work windows)."""
+    steps = result["steps"]
+    return steps[name] if isinstance(steps, dict) else steps
+
+
+def _window(result: dict) -> str:
+    if result.get("gflop"):
+        return (f"the steps holding {result['gflop']:,.0f} GFLOP of training (per model "
+                "below)")
+    steps = result["steps"]
+    return f"{steps if not isinstance(steps, dict) else max(steps.values())} steps"
+
+
+def same_command(first: dict, second: dict) -> str:
+    """Why two runs are not the same measurement (empty when they are): another
+    machine, command (``--out`` aside), window, warm-up or number of rounds."""
+    def command(run):
+        words, out = (run.get("command") or "").split(), []
+        for i, w in enumerate(words):
+            if w != "--out" and (i == 0 or words[i - 1] != "--out"):
+                out.append(w)
+        return out
+    for what, get in (("machine", lambda r: r["machine"]), ("command", command),
+                      ("timed steps", lambda r: r["steps"]), ("warm-up", lambda r: r["warmup"]),
+                      ("rounds", lambda r: r["repeats"])):
+        if get(first) != get(second):
+            return f"the two runs differ in {what}: {get(first)} vs {get(second)}"
+    return ""
+
+
 def write(result: dict, out: Path) -> None:
     m = result["machine"]
     pk = result["peak_gflops"]
@@ -56,25 +87,26 @@ def write(result: dict, out: Path) -> None:
            if _precision(result) == "bf16" else "")
         + f". Project kernel: `{result['kernel']}`"
         + (f" ({result['resolved']})." if result.get("resolved") else "."),
-        f"Every path timed alike: {result['steps']} steps of batch {result['batch']} after "
-        f"{result['warmup']} warm-up steps in one training loop, the clock from the end of "
-        "the last warm-up step to the end of the last step (input conversion outside), "
+        f"Every path of a model timed alike: {_window(result)} of batch {result['batch']} "
+        f"after {result['warmup']} warm-up steps in one training loop, the clock from the end "
+        "of the last warm-up step to the end of the last step (input conversion outside), "
         "each in a fresh process; median of "
         f"{result['repeats']} interleaved rounds (range in brackets). "
         f"Command: `{result.get('command', 'python bench/train_speed.py')}`"
         " (`make bench` runs it without arguments).",
         "",
-        "| model | MFLOP/image | plain Keras img/s | project img/s | ratio | project GFLOP/s "
-        f"| % of TF {_precision(result)} peak (of each round's) | PyTorch img/s "
-        "| project / PyTorch |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| model | MFLOP/image | timed steps | plain Keras img/s | project img/s | ratio "
+        f"| project GFLOP/s | % of TF {_precision(result)} peak (of each round's) "
+        "| PyTorch img/s | project / PyTorch |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, r in result["models"].items():
         ref, ours = r["reference"]["images_per_s"], r["project"]["images_per_s"]
         gf = ours * r["train_mflop_per_image"] / 1e3
         torch = r.get("torch", {}).get("images_per_s")
         lines.append(
-            f"| {name} | {r['train_mflop_per_image']:.1f} | {_rate(r['reference'])} | "
+            f"| {name} | {r['train_mflop_per_image']:.1f} | {_steps(result, name):,} | "
+            f"{_rate(r['reference'])} | "
             f"{_rate(r['project'])} | {ours / ref:.2f}x | {gf:.1f} | "
             f"{_share(result, r)} | "
             + (f"{_rate(r['torch'])} | {ours / torch:.2f}x |" if torch else "- | - |"))
@@ -106,14 +138,14 @@ def save(out: Path, lines: list[str], result: dict) -> None:
 def agreement(first: dict, second: dict, out: Path, limit: float = 3.0) -> bool:
     """Two runs of the same command side by side: each median and how far the
     second is from the first, in %; whether every one is within ``limit``."""
-    if first["machine"] != second["machine"]:
-        raise SystemExit("bench: the two runs are from different machines; compare runs "
-                         "on one machine only")
+    why = same_command(first, second)
+    if why:
+        raise SystemExit(f"bench: {why}; compare two runs of one command on one machine")
     m = first["machine"]
     lines = ["# Two runs of the training bench: do they agree?", "",
              f"Machine: **{m['cpu_model']}**, {m['cpu_count']} cores, ISA: {m['isa_flags']}. "
              f"Commands: `{first.get('command')}` then `{second.get('command')}`; "
-             f"{first['steps']} timed steps after {first['warmup']} warm-up steps, "
+             f"{_window(first)} after {first['warmup']} warm-up steps, "
              f"median of {first['repeats']} rounds each. Limit: {limit:g}%.", "",
              "| model | path | first img/s | second img/s | difference |",
              "|---|---|---|---|---|"]

@@ -1,10 +1,12 @@
 """The four tutorial architectures in PyTorch, timed like bench/train_speed.py times Keras.
 
 Usage (in the PyTorch venv that bench/train_speed.py creates):
-    python bench/torch_rnns.py MODEL --steps N --warmup W
+    python bench/torch_rnns.py MODEL --steps N --warmup W [--data data/split/train.npz]
 Prints one JSON line: images/s of N training steps (batch 100, Adam, cross-entropy)
 after W warm-up steps: the clock starts when step W has finished and stops when
-the last has (its loss read back), the data made before either. Built-in nn.RNN / nn.LSTM / nn.GRU with PyTorch's default
+the last has (its loss read back), the data made before either: the images the
+Keras paths train on (``--data``, taken in order and again from the start when
+the window is longer), else random pixels. Built-in nn.RNN / nn.LSTM / nn.GRU with PyTorch's default
 settings; same shapes and parameter counts as the Keras models (PyTorch keeps two
 bias vectors per layer, so its counts are slightly higher, and says so).
 """
@@ -54,17 +56,24 @@ def main() -> None:
     ap.add_argument("model")
     ap.add_argument("--steps", type=int, default=660)
     ap.add_argument("--warmup", type=int, default=110)
+    ap.add_argument("--data", help="an .npz with x (n, 28, 28) uint8 and y (n,)")
     args = ap.parse_args()
     torch.manual_seed(0)
-    rng = np.random.default_rng(0)
-    n = (args.steps + args.warmup) * 100
-    x = torch.tensor(rng.integers(0, 256, (n, 28, 28)), dtype=torch.float32)
-    y = torch.tensor(rng.integers(0, 10, n))
+    if args.data:
+        with np.load(args.data) as z:
+            x_np, y_np = z["x"], z["y"].astype("int64")
+    else:
+        rng = np.random.default_rng(0)
+        x_np, y_np = rng.integers(0, 256, (55_000, 28, 28)), rng.integers(0, 10, 55_000)
+    x = torch.tensor(x_np, dtype=torch.float32)
+    y = torch.tensor(y_np)
+    batches = len(x) // 100
     net = Net(args.model)
     opt = torch.optim.Adam(net.parameters(), lr=0.001)
     loss_fn = nn.CrossEntropyLoss()
 
     def step(i):
+        i %= batches  # from the start again when the window is longer than the data
         xb, yb = x[i * 100:(i + 1) * 100], y[i * 100:(i + 1) * 100]
         opt.zero_grad()
         loss = loss_fn(net(xb), yb)

@@ -1,7 +1,8 @@
 """Training throughput: the project's path against plain Keras and PyTorch, in one run.
 
-Usage: python bench/train_speed.py [--steps 660] [--warmup 110] [--models rnn lstm ...]
-                                   [--no-torch] [--against DIR] [--out reports/bench-train]
+Usage: python bench/train_speed.py [--gflop 3000 | --steps N] [--warmup 110]
+                                   [--models rnn lstm ...] [--no-torch] [--against DIR]
+                                   [--out reports/bench-train]
        python bench/train_speed.py --agreement FIRST.json SECOND.json --out reports/bench-agreement
 
 Every path is timed the same way, each measurement in a fresh process (so no
@@ -10,7 +11,12 @@ steps`` (batch 100) of one training loop, the clock started at the end of step
 ``warmup`` and stopped at the end of the last step (``Clock``), so tracing,
 compilation, start-up, the conversion of the input and the input pipeline's
 teardown are outside every window. Both numbers are multiples of the stage's 110
-steps per call, so the project's calls end exactly there:
+steps per call, so the project's calls end exactly there. Every path of a model
+times the same steps; by default each model's window holds the same arithmetic
+(``--gflop``, 3,000 GFLOP: 3,410 steps of the RNN, 880 of the LSTM, 1,210 of the
+GRU, 770 of the BiLSTM, 15-20 s of the project's path on the AVX-512 EPYC),
+long enough that two runs of the bench agree within 3% (``--agreement``;
+660 steps gave the RNN a 3.7 s window and two runs 17% apart):
 
 - reference: the tutorial's architecture from stock Keras layers, plain
   ``model.fit`` on NumPy arrays (one step per call), Adam, stock TensorFlow settings;
@@ -64,10 +70,21 @@ def train_flops(m, steps: int = 28, features: int = 28, classes: int = 10) -> fl
     return 3 * 2 * (stacks * per_stack + head_in * classes)
 
 
+SPLIT = ROOT / "data" / "split" / "train.npz"  # every path's images, where it exists
+STEPS_PER_CALL = 110  # the stage's (pipeline.rnn.protocol): windows end at a call's end
+
+
+def steps_for(mflop_per_image: float, gflop: float) -> int:
+    """Timed steps (batch 100) holding at least ``gflop`` GFLOP of training, rounded
+    up to whole calls of the stage's steps per call."""
+    calls = -(-gflop * 1e3 // (mflop_per_image * 100 * STEPS_PER_CALL))
+    return int(max(calls, 1)) * STEPS_PER_CALL
+
+
 def _data(n: int):
     import numpy as np
 
-    split = ROOT / "data" / "split" / "train.npz"
+    split = SPLIT
     if split.exists():
         with np.load(split) as z:  # repeated where the window is longer than an epoch
             take = np.arange(n) % len(z["y"])
@@ -155,8 +172,11 @@ def torch_python() -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--steps", type=int, default=660,
-                    help="timed steps, the same for every path (a multiple of the stage's "
+    ap.add_argument("--gflop", type=float, default=3000,
+                    help="each model's window holds this much training arithmetic; its "
+                         "steps are the same for every path (default 3000)")
+    ap.add_argument("--steps", type=int,
+                    help="timed steps of every model instead (a multiple of the stage's "
                          "110 steps per call)")
     ap.add_argument("--warmup", type=int, default=110,
                     help="steps before the clock starts, the same for every path")
@@ -203,11 +223,13 @@ def main() -> None:
     bf16 = chosen == "native" and kernels.precision(params.train.precision, "native")
     names = args.models or list(params.models)
     me = Path(__file__).resolve()
-    common = ["--steps", str(args.steps), "--warmup", str(args.warmup)]
+    mflop = {name: train_flops(params.models[name]) / 1e6 for name in names}
+    steps = {name: args.steps or steps_for(mflop[name], args.gflop) for name in names}
     result = {"machine": runtime.machine(), "kernel": params.train.kernel,
               "command": " ".join(["python", "bench/train_speed.py", *sys.argv[1:]]),
               "resolved": f"{chosen}, {'bf16' if bf16 else 'fp32'} recurrent products",
-              "steps": args.steps, "warmup": args.warmup, "batch": 100, "repeats": args.repeats,
+              "steps": steps, "gflop": None if args.steps else args.gflop,
+              "warmup": args.warmup, "batch": 100, "repeats": args.repeats,
               "peak_gflops": {k: _child(str(me), "--peak", k)["gflops"]
                               for k in ("tensorflow", "numpy", "bf16")}, "models": {},
               "project_precision": "bf16" if bf16 else "fp32"}
@@ -228,9 +250,12 @@ def main() -> None:
         if bf16:
             result["peak_rounds_bf16"].append(_child(str(me), "--peak", "bf16")["gflops"])
         for name in names:
+            common = ["--steps", str(steps[name]), "--warmup", str(args.warmup)]
             for impl in ("reference", "project", *args.variants, *extra):
                 if impl == "torch":
-                    got = _child(str(ROOT / "bench" / "torch_rnns.py"), name, *common, python=tpy)
+                    data = ["--data", str(SPLIT)] if SPLIT.exists() else []
+                    got = _child(str(ROOT / "bench" / "torch_rnns.py"), name, *common, *data,
+                                 python=tpy)
                 elif impl == "before":
                     got = _child(str(me), "--measure", "project", name, *common,
                                  "--code", str(args.against), root=args.against)
@@ -240,7 +265,7 @@ def main() -> None:
                 print(f"round {rnd + 1}: {name:7s} {impl:9s} {got['images_per_s']:8.0f} images/s",
                       flush=True)
     for name in names:
-        row = {"train_mflop_per_image": train_flops(params.models[name]) / 1e6}
+        row = {"train_mflop_per_image": mflop[name], "steps": steps[name]}
         for impl, got in runs[name].items():
             rates = [g["images_per_s"] for g in got]  # in round order
             row[impl] = {**got[0], "images_per_s": statistics.median(rates),

@@ -71,14 +71,6 @@ def native_ops():
 
 
 @pytest.fixture
-def native_bf16_ops():
-    """The ops with bf16 products; skips only on a CPU without avx512_bf16."""
-    import native_support
-
-    return native_support.bf16_ops()
-
-
-@pytest.fixture
 def tiny_project(tmp_path) -> Path:
     """A fresh project repository (not yet reproduced) on the tiny fixture."""
     return make_project(tmp_path / "project")

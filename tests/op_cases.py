@@ -1,11 +1,16 @@
 """Bad inputs for the C++ op's two ops, every cell: run by tests/test_op_checks.py in a
 subprocess (a crash there fails that test, not pytest). Prints one JSON list of
-{op, cell, case, input, mode, error, message, shapes}.
+{op, cell, kind, case, input, mode, error, message, shapes, zero}.
 
-From valid inputs (B, T, F, H = 3, 4, 5, 6), one input changed at a time: each
-dimension checked against a size (not those the sizes are read from), one larger
-(the widths of w, u, b, b_rec, saved; the batch and time of x and d_hs against
-hs; ...); each input's rank one more and one less; each input as float64.
+Kinds: ``bad``: from valid inputs (B, T, F, H = 3, 4, 5, 6), one input changed
+at a time: each dimension checked against a size (not those the sizes are read
+from), one larger (the widths of w, u, b, b_rec, saved; the batch and time of x
+and d_hs against hs; ...); each input's rank one more and one less; each input
+as float64. ``huge``: every input consistent and empty, but B or T 2^31, past
+the kernels' int sizes (it used to pass as an empty input, then abort the
+process). ``empty``: valid inputs with B, T, H or F zero, which must run:
+``zero`` says whether every output is all zeros (the gradients of a sum of none).
+``valid``: the sizes above.
 Modes: ``eager`` (Compute's checks); ``graph``, static shapes (the shape
 function's: a ValueError when the graph is built, as TensorFlow raises them);
 ``unknown``, a graph of inputs of unknown shape (Compute's, when it runs).
@@ -28,13 +33,35 @@ OPS = {"FusedRnnForward": ("fused_rnn_forward", ("x", "w", "b", "u", "b_rec"),
                             {("hs", 0), ("hs", 1), ("hs", 2), ("x", 2)})}
 
 
-def valid(cell: str) -> dict[str, np.ndarray]:
-    gh = GATES[cell] * H
-    shapes = {"x": (B, T, F), "w": (F, gh), "b": (gh,), "u": (H, gh),
-              "b_rec": (gh if cell == "gru" else 0,), "d_hs": (B, T, H), "hs": (B, T, H),
-              "saved": (T, B, SAVED[cell] * H)}
+def shapes(cell: str, b=B, t=T, f=F, h=H) -> dict[str, tuple]:
+    gh = GATES[cell] * h
+    return {"x": (b, t, f), "w": (f, gh), "b": (gh,), "u": (h, gh),
+            "b_rec": (gh if cell == "gru" else 0,), "d_hs": (b, t, h), "hs": (b, t, h),
+            "saved": (t, b, SAVED[cell] * h)}
+
+
+def valid(cell: str, **sizes) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(0)
-    return {k: (rng.standard_normal(s) * 0.5).astype("float32") for k, s in shapes.items()}
+    return {k: (rng.standard_normal(s) * 0.5).astype("float32")
+            for k, s in shapes(cell, **sizes).items()}
+
+
+def outputs(op: str, cell: str, b=B, t=T, f=F, h=H) -> list[list[int]]:
+    """The op's outputs' shapes for these sizes."""
+    gh, s = GATES[cell] * h, SAVED[cell] * h
+    if op == "FusedRnnForward":
+        return [[b, t, h], [t, b, s]]
+    return [[b, t, f], [f, gh], [gh], [h, gh], [gh if cell == "gru" else 0]]
+
+
+HUGE = {"B 2^31, T 0": {"b": 2**31, "t": 0}, "B 0, T 2^31": {"b": 0, "t": 2**31}}
+EMPTY = {"B 0": {"b": 0}, "T 0": {"t": 0}, "H 0": {"h": 0}, "F 0": {"f": 0}}
+
+
+def huge(cell: str) -> dict[str, np.ndarray]:
+    """Empty inputs (no element: nothing allocated), B or T past 2^31 - 1."""
+    return {case: {k: np.zeros(s, "float32") for k, s in shapes(cell, **sizes).items()}
+            for case, sizes in HUGE.items()}
 
 
 def bad(names, sources, arrays):
@@ -52,21 +79,40 @@ def bad(names, sources, arrays):
 
 
 def run(mode: str, fn, inputs: list, cell: str):
-    """The op's outputs' shapes (static ones in graphs), or raises its error."""
+    """The op's outputs' shapes (static ones in graphs) and whether every output is
+    all zeros, or raises its error."""
     if mode == "eager":
-        return [list(o.shape) for o in fn(*inputs, cell=cell)]
-    shapes = []
+        outs = fn(*inputs, cell=cell)
+        return [list(o.shape) for o in outs], _zero(outs)
+    static = []
     if mode == "graph":
         def graph():
             outs = fn(*inputs, cell=cell)
-            shapes.extend(o.shape.as_list() for o in outs)
+            static.extend(o.shape.as_list() for o in outs)
             return outs
 
-        tf.function(graph)()
-        return shapes
+        outs = tf.function(graph)()
+        return static, _zero(outs)
     specs = [tf.TensorSpec(None, getattr(v, "dtype", tf.float32)) for v in inputs]
-    return [list(o.shape) for o in tf.function(lambda *v: fn(*v, cell=cell),
-                                               input_signature=specs)(*inputs)]
+    outs = tf.function(lambda *v: fn(*v, cell=cell), input_signature=specs)(*inputs)
+    return [list(o.shape) for o in outs], _zero(outs)
+
+
+def _zero(outs) -> bool:
+    return all(not np.any(o.numpy()) for o in outs)
+
+
+def cases(op: str, names, sources, cell: str):
+    """(kind, case, changed input or None, inputs in the op's order, output shapes)."""
+    arrays = valid(cell)
+    yield "valid", "valid", None, [arrays[n] for n in names], outputs(op, cell)
+    for case, changed, value in bad(names, sources, arrays):
+        yield "bad", case, changed, [value if n == changed else arrays[n] for n in names], None
+    for case, empty in huge(cell).items():  # the first input with B or T names it
+        yield "huge", case, names[0], [empty[n] for n in names], None
+    for case, sizes in EMPTY.items():
+        given = valid(cell, **sizes)
+        yield "empty", case, None, [given[n] for n in names], outputs(op, cell, **sizes)
 
 
 def main():
@@ -77,15 +123,13 @@ def main():
     for op, (name, names, sources) in OPS.items():
         fn = getattr(ops, name)
         for cell in GATES:
-            arrays = valid(cell)
-            cases = [("valid", None, None), *bad(names, sources, arrays)]
-            for mode in ("eager", "graph", "unknown"):
-                for case, changed, value in cases:
-                    inputs = [value if n == changed else arrays[n] for n in names]
-                    row = {"op": op, "cell": cell, "case": case, "input": changed, "mode": mode,
-                           "error": None, "message": "", "shapes": None}
+            for kind, case, changed, inputs, want in cases(op, names, sources, cell):
+                for mode in ("eager", "graph", "unknown"):
+                    row = {"op": op, "cell": cell, "kind": kind, "case": case, "input": changed,
+                           "mode": mode, "error": None, "message": "", "shapes": None,
+                           "zero": None, "want": want}
                     try:
-                        row["shapes"] = run(mode, fn, inputs, cell)
+                        row["shapes"], row["zero"] = run(mode, fn, inputs, cell)
                     except Exception as exc:  # noqa: BLE001 - what came is the result
                         row["error"], row["message"] = type(exc).__name__, str(exc)
                     results.append(row)
@@ -95,8 +139,9 @@ def main():
     try:
         ops.module.fused_rnn_forward(x, *(arrays[n] for n in ("w", "b", "u", "b_rec")), cell="lstm")
     except Exception as exc:  # noqa: BLE001
-        results.append({"op": "FusedRnnForward", "cell": "lstm", "case": "x float64", "input": "x",
-                        "mode": "tensorflow", "error": type(exc).__name__, "message": str(exc)})
+        results.append({"op": "FusedRnnForward", "cell": "lstm", "kind": "bad", "case": "x float64",
+                        "input": "x", "mode": "tensorflow", "error": type(exc).__name__,
+                        "message": str(exc)})
     print(json.dumps(results))
 
 

@@ -109,9 +109,12 @@ def test_a_stock_copy_predicts_what_the_fused_model_predicts():
     np.testing.assert_allclose(stock(x).numpy(), fused(x).numpy(), atol=1e-5)
 
 
-@pytest.mark.parametrize("name", ["lstm", "gru", "rnn", "rnn_tanh"])
-def test_bf16_products_stay_close_to_fp32_and_repeat_exactly(name, native_bf16_ops):
-    """train.precision bf16: bfloat16 inputs to the recurrent products, fp32 sums."""
+def _fp32_and_bf16(name: str):
+    """The op's logits and gradients in fp32 and bf16 from the same weights, and
+    bf16's again (on the -march=native build: native_support.on_native_build)."""
+    import native_support
+
+    native_support.bf16_ops()
     cfg = (dataclasses.replace(MODELS["rnn"], activation="tanh") if name == "rnn_tanh"
            else MODELS[name])
     rng = np.random.default_rng(3)
@@ -121,15 +124,23 @@ def test_bf16_products_stay_close_to_fp32_and_repeat_exactly(name, native_bf16_o
     bf16 = model.build(cfg, kernel="native", bf16=True)
     assert all(l.bf16 for l in bf16.layers if hasattr(l, "bf16"))
     bf16.set_weights(fp32.get_weights())
-    out_f, grads_f = _grads(fp32, x, y)
-    out_b, grads_b = _grads(bf16, x, y)
+    return _grads(fp32, x, y), _grads(bf16, x, y), _grads(bf16, x, y)
+
+
+@pytest.mark.parametrize("name", ["lstm", "gru", "rnn", "rnn_tanh"])
+def test_bf16_products_stay_close_to_fp32_and_repeat_exactly(name):
+    """train.precision bf16: bfloat16 inputs to the recurrent products, fp32 sums."""
+    import native_support
+
+    native_support.needs_bf16()
+    (out_f, grads_f), (out_b, grads_b), again = native_support.on_native_build(_fp32_and_bf16,
+                                                                               name)
     np.testing.assert_allclose(out_b, out_f, atol=0.02 * np.abs(out_f).max())
     # A rounding can flip a ReLU, and 28 ReLU steps pass the flip on: 10-20% here;
     # a broken product would be off by the whole gradient.
     tolerance = 0.25 if name == "rnn" else 0.02
     for gf, gb in zip(grads_f, grads_b):
         assert np.linalg.norm(gb - gf) <= tolerance * np.linalg.norm(gf)
-    again = _grads(bf16, x, y)
     np.testing.assert_array_equal(again[0], out_b)  # deterministic
     for g1, g2 in zip(again[1], grads_b):
         np.testing.assert_array_equal(g1, g2)

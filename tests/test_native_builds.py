@@ -1,7 +1,8 @@
 """The C++ op built for other x86 CPUs than this one (``PIPELINE_NATIVE_MARCH``), each
 in a subprocess with a cache folder of its own: an AVX2-only CPU's build computes what
-Keras computes for every cell, and a CPU without AVX2 is refused in one line, after
-which ``train.kernel: auto`` runs TensorFlow's ops and ``native`` stops with the reason."""
+Keras computes for every cell and refuses bf16 (InvalidArgumentError), and a CPU without
+AVX2 is refused in one line, after which ``train.kernel: auto`` runs TensorFlow's ops
+and ``native`` stops with the reason."""
 
 import pytest
 
@@ -16,6 +17,28 @@ from pipeline.rnn import model, native
 assert native.load() is not None, native.why_not()
 assert not native.bf16_supported(), 'an AVX2 build has no bf16'
 assert native.warnings(native.build()) == [], native.warnings(native.build())
+# bf16 asked of it anyway: each op refuses it, and train.precision bf16 stops the stage
+from pipeline.rnn import kernels
+from pipeline.runtime import StageError
+ops, z = native.load(), lambda *s: np.zeros(s, 'float32')
+calls = {'forward': lambda: ops.fused_rnn_forward(z(2, 3, 5), z(5, 4), z(4), z(4, 4), z(0),
+                                                  cell='relu', bf16=True),
+         'backward': lambda: ops.fused_rnn_backward(z(2, 3, 4), z(2, 3, 5), z(5, 4), z(2, 3, 4),
+                                                    z(3, 2, 0), z(4, 4), cell='relu', bf16=True)}
+for op, call in calls.items():
+    try:
+        call()
+    except tf.errors.InvalidArgumentError as exc:
+        assert 'fused_rnn: bf16 needs a build with AVX512_BF16' in str(exc), exc
+    else:
+        raise AssertionError(f'the AVX2 build ran the {op} op with bf16=True')
+try:
+    kernels.precision('bf16', 'native')
+except StageError as exc:
+    assert 'train.precision: bf16 needs' in str(exc) and 'AVX512_BF16' in str(exc), exc
+else:
+    raise AssertionError('train.precision bf16 was not refused on the AVX2 build')
+print('ok bf16 refused')
 models = config.load().models
 cases = {**models, 'rnn_tanh': dataclasses.replace(models['rnn'], activation='tanh')}
 x = np.random.default_rng(0).integers(0, 256, (4, 28, 28)).astype('float32')
@@ -73,7 +96,7 @@ def test_an_avx2_build_computes_what_keras_computes_for_every_cell(tmp_path):
     done = native_support.run_for("x86-64-v3", tmp_path, AVX2_CHECK)
     assert done.returncode == 0, done.stdout[-1000:] + done.stderr[-3000:]
     assert {ln.split()[-1] for ln in done.stdout.splitlines() if ln.startswith("ok")} == {
-        "rnn", "rnn_tanh", "lstm", "gru", "bilstm"}
+        "refused", "rnn", "rnn_tanh", "lstm", "gru", "bilstm"}
     # built there, once, with its warnings record
     assert sorted(p.suffix for p in tmp_path.iterdir()) == [".so", ".warnings"]
 

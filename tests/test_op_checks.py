@@ -29,25 +29,56 @@ def _one(results, mode, op, cell, case):
     return row
 
 
+def _where(r) -> str:
+    return f"{r['mode']} {r['op']} {r['cell']} {r['case']}: {r['error']}: {r['message'][-400:]}"
+
+
 def test_every_bad_input_is_refused_naming_it(results):
-    bad = [r for r in results if r["case"] != "valid" and r["mode"] != "tensorflow"]
+    bad = [r for r in results if r["kind"] == "bad" and r["mode"] != "tensorflow"]
     assert len(bad) == 3 * 4 * (20 + 30)  # modes x cells x (forward's + backward's cases)
     for r in bad:
         # the shape function's errors reach Python as ValueError when the graph is built
         static = r["mode"] == "graph" and not r["case"].endswith("float64")
-        where = f"{r['mode']} {r['op']} {r['cell']} {r['case']}: {r['error']}: {r['message'][-400:]}"
+        where = _where(r)
         assert r["error"] == ("ValueError" if static else "InvalidArgumentError"), where
         assert f"{r['op']}: {r['input']} must be " in r["message"], where
 
 
 def test_valid_inputs_run_and_the_shape_functions_give_the_outputs_shapes(results):
     b, t, f, h = 3, 4, 5, 6
-    for r in (r for r in results if r["case"] == "valid"):
+    valid = [r for r in results if r["kind"] == "valid"]
+    assert len(valid) == 3 * 4 * 2  # modes x cells x ops
+    for r in valid:
         g = {"relu": 1, "tanh": 1, "lstm": 4, "gru": 3}[r["cell"]] * h
         s = {"relu": 0, "tanh": 0, "lstm": 6, "gru": 4}[r["cell"]] * h
         want = ([[b, t, h], [t, b, s]] if r["op"] == "FusedRnnForward" else
                 [[b, t, f], [f, g], [g], [h, g], [g if r["cell"] == "gru" else 0]])
         assert r["error"] is None and r["shapes"] == want, r
+
+
+def test_a_dimension_past_int_max_is_refused_even_in_an_empty_input(results):
+    """x (2^31, 0, 5) has no element, so no buffer is too large; narrowed to int,
+    its B was negative and TensorFlow aborted the process. Refused, by name."""
+    huge = [r for r in results if r["kind"] == "huge"]
+    assert len(huge) == 3 * 4 * 2 * 2  # modes x cells x ops x (B, T)
+    for r in huge:
+        static = r["mode"] == "graph"  # the shape function's refusal
+        assert r["error"] == ("ValueError" if static else "InvalidArgumentError"), _where(r)
+        got = "(2147483648, 0, " if r["case"].startswith("B 2^31") else "(0, 2147483648, "
+        assert (f"{r['op']}: {r['input']} must be at most 2^31 - 1 = 2147483647 in each "
+                f"dimension, got {got}") in r["message"], _where(r)
+
+
+def test_empty_sizes_give_empty_outputs_and_zero_gradients(results):
+    """An empty batch, no step or no unit: stock Keras' empty outputs, and every
+    gradient a sum of none (zeros, not what the buffer held). F = 0 runs too."""
+    empty = [r for r in results if r["kind"] == "empty"]
+    assert len(empty) == 3 * 4 * 2 * 4  # modes x cells x ops x (B, T, H, F)
+    for r in empty:
+        assert r["error"] is None and r["shapes"] == r["want"], _where(r)
+        assert r["zero"] or r["case"] == "F 0", _where(r)
+    d_w = _one(results, "eager", "FusedRnnBackward", "lstm", "B 0")
+    assert d_w["shapes"][1] == [5, 24] and d_w["zero"]  # d w: (F, 4H), all zeros
 
 
 def test_the_messages_say_what_the_input_must_be_and_what_came(results):

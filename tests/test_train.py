@@ -1,6 +1,6 @@
 """train: a stage run on the tiny fixture writes its checkpoint, curves and summary,
-trains the same weights however it is split into calls, stops at its step budget
-and fails loudly on a diverging run.
+trains the same weights however it is split into calls (every model, at the full
+data's steps per call), stops at its step budget and fails loudly on a diverging run.
 
 Checkpoints across a kill and their stable bytes are in test_checkpoints.py;
 the step arithmetic alone in test_protocol.py.
@@ -11,7 +11,7 @@ import json
 
 import pytest
 
-from conftest import TINY_PARAMS, logged_steps, train_tiny
+from conftest import ROOT, TINY_PARAMS, logged_steps, train_tiny
 from pipeline.data import arrays
 from pipeline import config
 from pipeline.rnn import inputs
@@ -20,19 +20,26 @@ from pipeline.stages import train
 from pipeline.runtime import StageError
 
 
-def test_several_steps_per_call_train_the_same_weights(split_dir):
-    """Keras' steps_per_execution changes when Python runs, not the maths: the
-    weights after 10 steps are bit-identical to one step per call."""
+@pytest.mark.parametrize("name", ["rnn", "lstm", "gru", "bilstm"])
+def test_the_production_steps_per_call_train_the_same_weights(split_dir, name):
+    """Keras' steps_per_execution changes when Python runs, not the maths: with the
+    full data's steps per call (params.yaml's checks of 55,000 images: 110), the
+    weights after two such calls are bit-identical to one step per call. The tiny
+    fixture's models and images (220 steps: 5-8 s per model here), the kernel
+    train.kernel auto picks (the C++ op, bf16 products where the CPU has them, parts)."""
     import numpy as np
 
     params = config.load(TINY_PARAMS)
+    production = protocol.plan(config.load_project(ROOT).train, 55_000)["steps_per_call"]
+    assert production == protocol.STEPS_PER_CALL  # what the stage runs on full data
+    steps = 2 * production  # two calls: the second starts from the first's state
     x, y = arrays.load(split_dir, "train")
     weights = []
-    for per_call in (1, 5):
-        net = train.compiled("lstm", params, total_steps=10, steps_per_call=per_call)
+    for per_call in (1, production):
+        net = train.compiled(name, params, total_steps=steps, steps_per_call=per_call)
         assert net.steps_per_execution == per_call
-        net.fit(inputs.training(x, y, params.train), epochs=1, steps_per_epoch=10, verbose=0)
-        assert int(net.optimizer.iterations) == 10
+        net.fit(inputs.training(x, y, params.train), epochs=1, steps_per_epoch=steps, verbose=0)
+        assert int(net.optimizer.iterations) == steps
         weights.append(net.get_weights())
     assert all(np.array_equal(a, b) for a, b in zip(*weights))
 

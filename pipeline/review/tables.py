@@ -5,12 +5,12 @@ between ``<!-- results:begin -->`` and ``<!-- results:end -->`` in README.md fro
 ``metrics/evaluate.json`` and the dataset's references in params.yaml, with the
 machine that measured it (the same block in docs/results.md, with the run's
 per-stage time and memory from ``metrics/runtime/`` between
-``<!-- runtime:begin -->`` and ``<!-- runtime:end -->``), and between
-``<!-- bench-train:begin -->`` and
-``<!-- bench-train:end -->`` in docs/training-speed.md from the last
-``make bench`` (reports/bench-train.md, which names its machine and command);
-``--check`` only says whether they are current (tests/test_tables.py runs it,
-so a hand edit or a new run without regenerating fails the suite).
+``<!-- runtime:begin -->`` and ``<!-- runtime:end -->``), and, in any page of
+docs/, what stands between ``<!-- report: reports/NAME.md -->`` and
+``<!-- /report -->`` from that committed report (a bench's, which names its
+machine and command), without its title; ``--check`` only says whether they are
+current (tests/test_tables.py runs it, so a hand edit or a new run without
+regenerating fails the suite).
 """
 
 from __future__ import annotations
@@ -25,10 +25,9 @@ from pipeline import config
 from pipeline.evaluation import report
 
 BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
-BENCH_BEGIN, BENCH_END = "<!-- bench-train:begin -->", "<!-- bench-train:end -->"
 RUNTIME_BEGIN, RUNTIME_END = "<!-- runtime:begin -->", "<!-- runtime:end -->"
 RESULTS_DOC = Path("docs/results.md")
-BENCH_REPORT, BENCH_DOC = Path("reports/bench-train.md"), Path("docs/training-speed.md")
+REPORT = re.compile(r"(<!-- report: (reports/[\w./-]+\.md) -->\n).*?(<!-- /report -->)", re.S)
 
 
 def machine_line(machine: dict) -> str:
@@ -65,11 +64,18 @@ def runtime_block(project: Path) -> str:
                       RUNTIME_END])
 
 
-def bench_block(project: Path) -> str:
-    """The bench report without its title (the page has its own)."""
-    body = (project / BENCH_REPORT).read_text().splitlines()
-    return "\n".join([BENCH_BEGIN, *[line for line in body if not line.startswith("# ")],
-                      BENCH_END]).replace("\n\n\n", "\n\n")
+def with_reports(project: Path, text: str) -> str:
+    """``text`` with every ``<!-- report: ... -->`` block refilled from its report,
+    the report's title left out (the page has its own headings)."""
+    def fill(match):
+        source = project / match.group(2)
+        if not source.exists():
+            raise SystemExit(f"{match.group(2)}: quoted by a page of docs/ but missing")
+        body = [ln for ln in source.read_text().splitlines() if not ln.startswith("# ")]
+        while body and not body[0].strip():
+            body.pop(0)
+        return match.group(1) + "\n" + "\n".join(body).rstrip() + "\n" + match.group(3)
+    return REPORT.sub(fill, text)
 
 
 def updated(text: str, block: str, path: Path, begin: str = BEGIN, end: str = END) -> str:
@@ -85,19 +91,21 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--readme", type=Path, default=Path("README.md"))
     ap.add_argument("--check", action="store_true", help="exit 1 if a table is out of date")
     args = ap.parse_args(argv)
-    stale = 0
+    stale, pages = 0, {}
     for rel, block, begin, end in ((args.readme, results_block, BEGIN, END),
                                    (RESULTS_DOC, results_block, BEGIN, END),
-                                   (RESULTS_DOC, runtime_block, RUNTIME_BEGIN, RUNTIME_END),
-                                   (BENCH_DOC, bench_block, BENCH_BEGIN, BENCH_END)):
+                                   (RESULTS_DOC, runtime_block, RUNTIME_BEGIN, RUNTIME_END)):
         path = args.project / rel
-        text = path.read_text()
-        new = updated(text, block(args.project), path, begin, end)
-        if new == text:
+        pages[path] = updated(pages.get(path) or path.read_text(), block(args.project), path,
+                              begin, end)
+    for path in sorted((args.project / "docs").glob("*.md")):
+        pages[path] = with_reports(args.project, pages.get(path) or path.read_text())
+    for path, new in pages.items():
+        if new == path.read_text():
             continue
         if args.check:
-            print(f"{path}: the table between {begin} and {end} is out of date; "
-                  "run `rnn-tables`", file=sys.stderr)
+            print(f"{path}: a generated table (results, runtime or a quoted report) is "
+                  "out of date; run `rnn-tables`", file=sys.stderr)
             stale = 1
         else:
             path.write_text(new)

@@ -7,9 +7,11 @@
 // built fails there) and in Compute (`CheckTensors`: every call). The error
 // names the op, the input, the shape it must have (in sizes, then in numbers)
 // and the one it has, e.g. "FusedRnnBackward: saved must be (T, B, 6*H) =
-// (28, 7, 600) for lstm, got (28, 7, 500)". Dtypes: the ops declare their
-// inputs float, so TensorFlow refuses any other before Compute runs
-// (pipeline/rnn/native.py names the input); CheckTensors checks them anyway.
+// (28, 7, 600) for lstm, got (28, 7, 500)". The kernels index in int: no
+// dimension may pass 2^31 - 1 (both checks), nor any buffer (`CheckTensors`).
+// Dtypes: the ops declare their inputs float, so TensorFlow refuses any other
+// before Compute runs (pipeline/rnn/native.py names the input); CheckTensors
+// checks them anyway.
 #pragma once
 
 #include <algorithm>
@@ -111,6 +113,14 @@ inline absl::Status Mismatch(const Spec& s, int i, const int64_t* sizes,
                                                  CellName(s.cell), ", got ", got));
 }
 
+// A dimension the kernels' int sizes cannot hold: refused before any is narrowed
+// to int (an empty input, such as x (2^31, 0, 5), passes the buffers' check below).
+inline absl::Status TooLarge(const Spec& s, int i, const std::string& got) {
+  return absl::InvalidArgumentError(absl::StrCat(s.op, ": ", s.inputs[i].name,
+                                                 " must be at most 2^31 - 1 = ", INT_MAX,
+                                                 " in each dimension, got ", got));
+}
+
 inline void Derive(const Spec& s, int64_t* sizes) {  // from H, or -1 where H is not known
   const int64_t h = sizes[kH];
   sizes[kGates] = h < 0 ? -1 : Gates(s.cell) * h;
@@ -132,9 +142,12 @@ inline absl::Status CheckShapes(tensorflow::shape_inference::InferenceContext* c
   };
   const int n = s.inputs.size();
   std::vector<ShapeHandle> in(n);
-  for (int i = 0; i < n; ++i)
+  for (int i = 0; i < n; ++i) {
     if (!c->WithRank(c->input(i), s.inputs[i].dims.size(), &in[i]).ok())
       return Mismatch(s, i, nullptr, got(c->input(i)));
+    for (int d = 0; d < c->Rank(in[i]); ++d)
+      if (c->Value(c->Dim(in[i], d)) > INT_MAX) return TooLarge(s, i, got(in[i]));
+  }
   for (int k = 0; k < kTaken; ++k) sizes[k] = c->Dim(in[s.from[k][0]], s.from[k][1]);
   TF_RETURN_IF_ERROR(c->Multiply(sizes[kH], Gates(s.cell), &sizes[kGates]));
   TF_RETURN_IF_ERROR(c->Multiply(sizes[kH], Saved(s.cell), &sizes[kSaved]));
@@ -167,6 +180,8 @@ inline absl::Status CheckTensors(tensorflow::OpKernelContext* ctx, const Spec& s
                                                      tensorflow::DataTypeString(t.dtype())));
     if (t.dims() != (int)s.inputs[i].dims.size())
       return Mismatch(s, i, nullptr, Tuple(t.shape().dim_sizes()));
+    for (int d = 0; d < t.dims(); ++d)
+      if (t.dim_size(d) > INT_MAX) return TooLarge(s, i, Tuple(t.shape().dim_sizes()));
   }
   for (int k = 0; k < kTaken; ++k) sizes[k] = ctx->input(s.from[k][0]).dim_size(s.from[k][1]);
   Derive(s, sizes);

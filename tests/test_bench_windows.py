@@ -1,0 +1,99 @@
+"""bench/train_speed.py's windows: every path of a model times the same steps, each
+model's window holds the same arithmetic, and two runs are compared only when they
+are one command on one machine."""
+
+import importlib.util
+import sys
+
+import pytest
+
+from conftest import ROOT
+from pipeline import config
+
+
+def _bench(name: str):
+    """bench/<name>.py as the module ``name`` (see tests/test_bench.py)."""
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, ROOT / "bench" / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
+checkout, speed_table, timing = _bench("checkout"), _bench("speed_table"), _bench("timing")
+bench = _bench("train_speed")
+
+
+@pytest.mark.parametrize("name, steps", [("rnn", 3410), ("lstm", 880), ("gru", 1210),
+                                         ("bilstm", 770)])
+def test_each_models_window_holds_the_same_arithmetic_in_whole_calls(name, steps):
+    """3,000 GFLOP of training per window, rounded up to the stage's 110 steps per call."""
+    mflop = bench.train_flops(config.load().models[name]) / 1e6
+    got = bench.steps_for(mflop, 3000)
+    assert got == steps and got % 110 == 0
+    assert got * 100 * mflop / 1e3 >= 3000 > (got - 110) * 100 * mflop / 1e3
+
+
+def _run(**changes) -> dict:
+    run = {"machine": {"cpu_model": "x", "cpu_count": 2, "isa_flags": "avx2"},
+           "command": "python bench/train_speed.py --out reports/a", "steps": {"gru": 1210},
+           "gflop": 3000, "warmup": 110, "repeats": 3, "peak_gflops": {"tensorflow": 100.0},
+           "models": {"gru": {"reference": {"images_per_s": 1000.0},
+                              "project": {"images_per_s": 3000.0}}}}
+    return {**run, **changes}
+
+
+@pytest.mark.parametrize("changes, what", [
+    ({"command": "python bench/train_speed.py --no-torch --out reports/b"}, "command"),
+    ({"steps": {"gru": 660}}, "timed steps"),
+    ({"warmup": 220}, "warm-up"),
+    ({"repeats": 5}, "rounds"),
+    ({"machine": {"cpu_model": "y", "cpu_count": 2, "isa_flags": "avx2"}}, "machine")])
+def test_two_runs_of_different_measurements_are_not_compared(tmp_path, changes, what):
+    with pytest.raises(SystemExit, match=f"differ in {what}"):
+        speed_table.agreement(_run(), _run(**changes), tmp_path / "a")
+
+
+def test_two_runs_of_one_command_are_compared_whatever_their_out(tmp_path):
+    assert speed_table.agreement(
+        _run(), _run(command="python bench/train_speed.py --out /tmp/second"), tmp_path / "a")
+    text = (tmp_path / "a.md").read_text()
+    assert "3,000 GFLOP" in text and "every median within 3%" in text
+
+
+def test_the_table_gives_each_models_timed_steps(tmp_path):
+    rate = lambda r: {"images_per_s": r, "all": [r], "rounds": [r]}  # noqa: E731
+    result = {**_run(), "kernel": "auto", "batch": 100, "repeats": 1,
+              "machine": {"cpu_model": "Some CPU", "cpu_count": 2, "isa_flags": "avx2",
+                          "tensorflow": "2.x", "python": "3.11"},
+              "peak_gflops": {"tensorflow": 100.0, "numpy": 90.0},
+              "models": {"gru": {"train_mflop_per_image": 26.6, "reference": rate(1000.0),
+                                 "project": rate(3000.0)}}}
+    bench.write(result, tmp_path / "out")
+    text = (tmp_path / "out.md").read_text()
+    assert "| gru | 26.6 | 1,210 | 1,000 (1,000-1,000) | 3,000 (3,000-3,000) | 3.00x |" in text
+    assert "3,000 GFLOP of training" in text
+
+
+def test_pytorch_trains_on_the_images_the_keras_paths_train_on():
+    text = (ROOT / "bench" / "train_speed.py").read_text()
+    assert '"--data", str(SPLIT)' in text  # the torch child gets data/split's images
+    torch_text = (ROOT / "bench" / "torch_rnns.py").read_text()
+    assert 'z["x"]' in torch_text and "i %= batches" in torch_text
+
+
+def test_two_runs_agree_only_when_every_median_and_ratio_is_within_the_limit(tmp_path):
+    def run(reference: float, project: float) -> dict:
+        return {"machine": {"cpu_model": "x", "cpu_count": 2, "isa_flags": "avx2"},
+                "command": "c", "steps": 660, "warmup": 110, "repeats": 3,
+                "peak_gflops": {"tensorflow": 100.0},
+                "models": {"gru": {"reference": {"images_per_s": reference},
+                                   "project": {"images_per_s": project}}}}
+
+    assert speed_table.agreement(run(1000, 3000), run(1010, 3020), tmp_path / "a")
+    text = (tmp_path / "a.md").read_text()
+    assert "| gru | ratio project / plain Keras | 3.00x | 2.99x | -0.3% |" in text
+    # each median moves 2.5%, the ratio 5%: the runs disagree on the ratio
+    assert not speed_table.agreement(run(1000, 3000), run(1025, 2925), tmp_path / "b")
+    assert "**above 3%**" in (tmp_path / "b.md").read_text()
