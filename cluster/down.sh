@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# `make cluster-down`: stop every process of the cluster. PURGE=1 also drops
+# `make cluster-down`: stop every process of the cluster (TERM to each process
+# group, supervise.sh's included, then KILL 3 s later). PURGE=1 also drops
 # its PostgreSQL cluster and its state (git remote, logs, workers' files; the
 # S3 data lives in the S3 server's memory and goes with it).
 set -uo pipefail
@@ -16,6 +17,7 @@ for pidfile in "$CLUSTER_DIR"/run/*.pid; do
     kill -KILL -- "-$(cat "$pidfile")" 2>/dev/null
     rm -f "$pidfile"
 done
+rm -f "$CLUSTER_DIR"/run/*.child   # supervise.sh's children: gone with their process groups
 if [ -n "$PG_VERSION" ] && pg_lsclusters -h 2>/dev/null | awk '{print $2}' | grep -qx "$CLUSTER_NAME"; then
     if [ "${PURGE:-0}" = 1 ]; then
         pg_dropcluster --stop "$PG_VERSION" "$CLUSTER_NAME"

@@ -21,6 +21,8 @@
 : "${S3_PORT:=9000}"                           # the moto server
 : "${S3_ENDPOINT:=http://127.0.0.1:$S3_PORT}"  # what workers use (a test may put a proxy here)
 : "${GIT_PORT:=9418}"
+GIT_REPO_NAME=rnn-mnist.git
+: "${GIT_ENDPOINT:=git://127.0.0.1:$GIT_PORT/$GIT_REPO_NAME}"  # what Airflow and tasks use (a test may put a relay here)
 # Who may reach the API server and UI: 127.0.0.1 unless asked for another address.
 # Every other server (PostgreSQL, Redis, git daemon, S3 server, log servers) serves
 # only this machine's processes and always listens on 127.0.0.1.
@@ -31,18 +33,26 @@
 : "${WORKER_CONCURRENCY:=1}"                   # task slots per worker: one training each
 : "${TRAINING_SLOTS:=2}"                       # the `training` pool: workers x concurrency
 : "${RETRAIN_SCHEDULE:=@weekly}"
-: "${HEARTBEAT_TIMEOUT_S:=40}"                 # a task whose worker died fails after this,
-: "${RETRAIN_RETRY_DELAY_S:=20}"               # and is retried this much later (x2 each try)
+# A task whose worker died is failed by the scheduler HEARTBEAT_TIMEOUT_S after its last
+# heartbeat (it looks every HEARTBEAT_CHECK_S) and retried RETRAIN_RETRY_DELAY_S to twice
+# that later (Airflow's back-off draws between 1x and 2x the base; x2 each try): with
+# start-up, the next try starts within 20 + 10 + 2 x 10 + 20 = 70 s of the death
+# (docs/airflow.md, "A worker that dies"; tests/test_cluster.py asserts it).
+: "${HEARTBEAT_TIMEOUT_S:=20}"
+: "${HEARTBEAT_CHECK_S:=10}"
+: "${RETRAIN_RETRY_DELAY_S:=10}"
+: "${RESTART_DELAY_S:=5}"                      # a dead component is started again this much later (supervise.sh)
 : "${TOKEN_LIFETIME_S:=86400}"                 # execution API token: outlives a long training
 : "${RETRAIN_TRAIN_TIMEOUT_MIN:=360}"           # the longest a training may run (the DAG's timeout)
 # Celery acknowledges a task when it ends (acks late) and Redis hands an
 # unacknowledged task to another worker after the visibility timeout: it must
-# outlast the longest training, or that training would run twice (up.sh checks).
+# outlast the longest training plus START_MARGIN_S for a task's start-up, or
+# Redis would hand a running training out again (up.sh refuses less).
 : "${VISIBILITY_TIMEOUT_S:=86400}"
+: "${START_MARGIN_S:=600}"
 : "${VENV:=$REPO_ROOT/.venv}"
 : "${MOTO_VENV:=$CLUSTER_DIR/moto-venv}"
 S3_BUCKET=rnn-mnist
-GIT_REPO_NAME=rnn-mnist.git
 
 export REPO_ROOT CLUSTER_DIR VENV
 PG_VERSION=$(find /usr/lib/postgresql -mindepth 1 -maxdepth 1 -printf "%f\n" 2>/dev/null | sort -n | tail -1)
@@ -73,10 +83,10 @@ api_host_for_clients() {
 }
 
 generate_secrets() {
-    # generate_secrets FOLDER: the JWT secret, Fernet key, log-server key, database
-    # password and the admin's password, once; readable by root only.
+    # generate_secrets FOLDER: the JWT secret, Fernet key, log-server key, the database's,
+    # Redis' and the S3 server's credentials and the admin's password, once; readable by
+    # root only. A secret a folder lacks (made by an older version) is added.
     local folder=$1
-    [ -f "$folder/secrets.env" ] && [ -f "$folder/passwords.json" ] && return
     mkdir -p "$folder"
     (umask 077; "$VENV/bin/python" - "$folder" <<'PY'
 import json, secrets, sys
@@ -84,10 +94,18 @@ from pathlib import Path
 from cryptography.fernet import Fernet
 folder = Path(sys.argv[1])
 token = lambda: secrets.token_urlsafe(32)
-(folder / "secrets.env").write_text(
-    f"JWT_SECRET={token()}\nFERNET_KEY={Fernet.generate_key().decode()}\n"
-    f"API_SECRET_KEY={token()}\nPG_PASSWORD={secrets.token_hex(16)}\n")
-(folder / "passwords.json").write_text(json.dumps({"admin": token()}) + "\n")
+wanted = {"JWT_SECRET": token, "FERNET_KEY": lambda: Fernet.generate_key().decode(),
+          "API_SECRET_KEY": token, "PG_PASSWORD": lambda: secrets.token_hex(16),
+          "REDIS_PASSWORD": lambda: secrets.token_hex(16),
+          "S3_ACCESS_KEY": lambda: "AK" + secrets.token_hex(8).upper(),
+          "S3_SECRET_KEY": lambda: secrets.token_hex(20)}
+env = folder / "secrets.env"
+have = dict(line.split("=", 1) for line in env.read_text().splitlines() if "=" in line) \
+    if env.exists() else {}
+if set(wanted) - set(have):
+    env.write_text("".join(f"{k}={have.get(k) or make()}\n" for k, make in wanted.items()))
+if not (folder / "passwords.json").exists():
+    (folder / "passwords.json").write_text(json.dumps({"admin": token()}) + "\n")
 PY
     )
 }
@@ -112,7 +130,7 @@ airflow_env() {
     export AIRFLOW_HOME="$1"
     export AIRFLOW__CORE__EXECUTOR=CeleryExecutor
     export AIRFLOW__DATABASE__SQL_ALCHEMY_CONN="postgresql+psycopg2://$pg"
-    export AIRFLOW__CELERY__BROKER_URL="redis://127.0.0.1:$REDIS_PORT/0"
+    export AIRFLOW__CELERY__BROKER_URL="redis://:${REDIS_PASSWORD:-}@127.0.0.1:$REDIS_PORT/0"
     export AIRFLOW__CELERY__RESULT_BACKEND="db+postgresql+psycopg2://$pg"
     export AIRFLOW__CELERY__TASK_ACKS_LATE=True           # a dead worker's task is not lost
     export AIRFLOW__CELERY__WORKER_PREFETCH_MULTIPLIER=1  # a worker holds only what it runs
@@ -126,6 +144,8 @@ airflow_env() {
     export AIRFLOW__CORE__FERNET_KEY="${FERNET_KEY:-}"
     export AIRFLOW__EXECUTION_API__JWT_EXPIRATION_TIME="$TOKEN_LIFETIME_S"
     export AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT="$HEARTBEAT_TIMEOUT_S"
+    export AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT_DETECTION_INTERVAL="$HEARTBEAT_CHECK_S"
+    export AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_SERVER_HOST=127.0.0.1   # default 0.0.0.0
     export AIRFLOW__CORE__HOSTNAME_CALLABLE=socket.gethostname   # the worker's own name
     auth_env "$passwords_file"
     export AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT="$LOG_PORT_BASE"
@@ -138,7 +158,7 @@ airflow_env() {
       "classpath": "airflow.providers.git.bundles.git.GitDagBundle",
       "kwargs": {"git_conn_id": "rnn_mnist_git", "tracking_ref": "main",
                  "refresh_interval": 10}}]'
-    export AIRFLOW_CONN_RNN_MNIST_GIT="{\"conn_type\": \"git\", \"host\": \"git://127.0.0.1:$GIT_PORT/$GIT_REPO_NAME\"}"
+    export AIRFLOW_CONN_RNN_MNIST_GIT="{\"conn_type\": \"git\", \"host\": \"$GIT_ENDPOINT\"}"
     export RETRAIN_SCHEDULE RETRAIN_TRAIN_TIMEOUT_MIN RETRAIN_RETRY_DELAY_S
     export GX_ANALYTICS_ENABLED=false DVC_NO_ANALYTICS=1 TF_CPP_MIN_LOG_LEVEL=2
     export PATH="$VENV/bin:$PATH"
@@ -149,7 +169,8 @@ worker_env() {
     export PIPELINE_WORK_DIR="$CLUSTER_DIR/workers/$1/work"
     export PIPELINE_DVC_REMOTE_URL="s3://$S3_BUCKET/dvc"
     export PIPELINE_DVC_REMOTE_ENDPOINTURL="$S3_ENDPOINT"
-    export AWS_ACCESS_KEY_ID=cluster AWS_SECRET_ACCESS_KEY=cluster AWS_DEFAULT_REGION=us-east-1
+    export AWS_ACCESS_KEY_ID="${S3_ACCESS_KEY:-}" AWS_SECRET_ACCESS_KEY="${S3_SECRET_KEY:-}"
+    export AWS_DEFAULT_REGION=us-east-1
     # The dataset's mirror stands for the public internet, which every host reaches.
     [ -n "${DATA_MIRROR_DIR:-}" ] && export DATA_MIRROR_DIR
     return 0
@@ -161,6 +182,13 @@ start_daemon() {
     mkdir -p "$CLUSTER_DIR/logs" "$CLUSTER_DIR/run"
     setsid "$@" >"$CLUSTER_DIR/logs/$name.log" 2>&1 < /dev/null &
     echo $! > "$CLUSTER_DIR/run/$name.pid"
+}
+
+supervise() {
+    # supervise NAME CMD...: start_daemon under cluster/supervise.sh, which starts CMD
+    # again RESTART_DELAY_S after it dies (run/NAME.pid: the supervisor; run/NAME.child: CMD).
+    local name=$1; shift
+    start_daemon "$name" bash "$REPO_ROOT/cluster/supervise.sh" "$name" "$@"
 }
 
 wait_for() {

@@ -11,7 +11,7 @@ head=$(git -C "$PROJECT_REPO" rev-parse HEAD)
 git -C "$PROJECT_REPO" push -q --force "$CLUSTER_DIR/git/$GIT_REPO_NAME" HEAD:refs/heads/main
 airflow_env "$CLUSTER_DIR/airflow/admin"
 parsed() {
-    PGPASSWORD=$PG_PASSWORD psql -h 127.0.0.1 -p "$PG_PORT" -U airflow -d airflow -qAtc \
+    PGPASSFILE="$CLUSTER_DIR/pgpass" psql -h 127.0.0.1 -p "$PG_PORT" -U airflow -d airflow -qAtc \
         "SELECT 1 FROM dag_version WHERE dag_id = 'retrain' AND bundle_version = '$head'" | grep -q 1
 }
 WAIT_HINT="see $CLUSTER_DIR/logs/dag-processor.log"

@@ -5,20 +5,26 @@
 #   api-server, scheduler, dag-processor        (the DAG comes from git: GitDagBundle)
 #   worker-a, worker-b  Celery workers, each isolated (cluster/worker.sh)
 #   git daemon  the git remote     moto server  the S3-protocol DVC remote
+# Each but PostgreSQL (Debian's pg_ctlcluster) and the S3 server (its data lives in
+# memory) runs under cluster/supervise.sh, which starts it again when it dies.
 # Stop it with `make cluster-down` (PURGE=1 also drops its database and state).
 set -euo pipefail
 # shellcheck source=cluster/env.sh
 . "$(dirname "$0")/env.sh"
 check_listen cluster
 WAIT_HINT="see $CLUSTER_DIR/logs/"
-if [ "$VISIBILITY_TIMEOUT_S" -le $((RETRAIN_TRAIN_TIMEOUT_MIN * 60)) ]; then
-    echo "cluster: VISIBILITY_TIMEOUT_S=$VISIBILITY_TIMEOUT_S must exceed the training timeout ($((RETRAIN_TRAIN_TIMEOUT_MIN * 60)) s), or Redis would hand a long training to a second worker" >&2
+longest=$((RETRAIN_TRAIN_TIMEOUT_MIN * 60 + START_MARGIN_S))
+if [ "$VISIBILITY_TIMEOUT_S" -lt "$longest" ]; then
+    echo "cluster: VISIBILITY_TIMEOUT_S=$VISIBILITY_TIMEOUT_S must be at least the training timeout plus START_MARGIN_S for its start-up ($((RETRAIN_TRAIN_TIMEOUT_MIN * 60)) + $START_MARGIN_S = $longest s), or Redis would hand a running training out again" >&2
     exit 2
 fi
 mkdir -p "$CLUSTER_DIR"/{logs,run,airflow,git,workers,redis}
 generate_secrets "$CLUSTER_DIR"
 # shellcheck disable=SC1090
 . "$secrets_file"
+export REDISCLI_AUTH="$REDIS_PASSWORD"   # redis-cli's password, never on a command line
+# psql's password file (root only), for trigger.sh and by-hand queries
+(umask 077; echo "127.0.0.1:$PG_PORT:airflow:airflow:$PG_PASSWORD" > "$CLUSTER_DIR/pgpass")
 
 install_packages() {
     local missing=()
@@ -43,10 +49,13 @@ start_postgres() {
     if ! pg_lsclusters -h | awk '{print $2}' | grep -qx "$CLUSTER_NAME"; then
         pg_createcluster -p "$PG_PORT" "$PG_VERSION" "$CLUSTER_NAME" >/dev/null
     fi
+    # Pinned, not left to the default ('localhost'), in a file its postgresql.conf includes.
+    echo "listen_addresses = '127.0.0.1'" > "/etc/postgresql/$PG_VERSION/$CLUSTER_NAME/conf.d/listen.conf"
     pg_ctlcluster "$PG_VERSION" "$CLUSTER_NAME" start 2>/dev/null || true
     wait_for PostgreSQL 60 su postgres -c "psql -p $PG_PORT -qAtc 'select 1'"
-    # The role's password is this cluster's generated one (secrets.env), set on every start.
-    su postgres -c "psql -p $PG_PORT -qAt -v pw=$PG_PASSWORD" <<'SQL' >/dev/null
+    # The role's password is this cluster's generated one (secrets.env), set on every
+    # start; it reaches psql on its input, never on a command line.
+    { printf '\\set pw %s\n' "$PG_PASSWORD"; cat <<'SQL'; } | su postgres -c "psql -p $PG_PORT -qAt" >/dev/null
 SELECT 'CREATE ROLE airflow LOGIN'
   WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'airflow')\gexec
 ALTER ROLE airflow PASSWORD :'pw';
@@ -56,10 +65,20 @@ SQL
 }
 
 start_redis() {
-    [ -f "$CLUSTER_DIR/run/redis.pid" ] && kill -0 "$(cat "$CLUSTER_DIR/run/redis.pid")" 2>/dev/null && return
-    # Persistence on (append-only file, fsync every second): queued tasks survive a restart.
-    start_daemon redis redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --dir "$CLUSTER_DIR/redis" \
-        --appendonly yes --appendfsync everysec
+    running redis || {
+        # Persistence on (append-only file, fsync every second): queued tasks survive a
+        # restart. The password is in the file (root only), not on the command line.
+        (umask 077; cat > "$CLUSTER_DIR/redis/redis.conf" <<CONF
+port $REDIS_PORT
+bind 127.0.0.1
+dir $CLUSTER_DIR/redis
+appendonly yes
+appendfsync everysec
+requirepass $REDIS_PASSWORD
+CONF
+        )
+        supervise redis redis-server "$CLUSTER_DIR/redis/redis.conf"
+    }
     wait_for Redis 30 redis-cli -p "$REDIS_PORT" ping
 }
 
@@ -67,7 +86,7 @@ start_git_remote() {
     local bare="$CLUSTER_DIR/git/$GIT_REPO_NAME"
     [ -d "$bare" ] || git init -q --bare -b main "$bare"
     git -C "$PROJECT_REPO" push -q --force "$bare" HEAD:refs/heads/main
-    running git-daemon || start_daemon git-daemon git daemon --reuseaddr --export-all \
+    running git-daemon || supervise git-daemon git daemon --reuseaddr --export-all \
         --enable=receive-pack --listen=127.0.0.1 --port="$GIT_PORT" --base-path="$CLUSTER_DIR/git" \
         "$CLUSTER_DIR/git"
     wait_for "git daemon" 30 git ls-remote "git://127.0.0.1:$GIT_PORT/$GIT_REPO_NAME"
@@ -76,10 +95,11 @@ start_git_remote() {
 start_s3() {
     running s3 || start_daemon s3 "$MOTO_VENV/bin/moto_server" -H 127.0.0.1 -p "$S3_PORT"
     wait_for "S3 server" 60 curl -sf "http://127.0.0.1:$S3_PORT/moto-api/"
-    "$MOTO_VENV/bin/python" - "$S3_PORT" "$S3_BUCKET" <<'PY'
+    # The generated keys (secrets.env); moto's server accepts any, a real object store checks them.
+    AWS_ACCESS_KEY_ID=$S3_ACCESS_KEY AWS_SECRET_ACCESS_KEY=$S3_SECRET_KEY \
+        "$MOTO_VENV/bin/python" - "$S3_PORT" "$S3_BUCKET" <<'PY'
 import sys, boto3
-s3 = boto3.client("s3", endpoint_url=f"http://127.0.0.1:{sys.argv[1]}", region_name="us-east-1",
-                  aws_access_key_id="cluster", aws_secret_access_key="cluster")
+s3 = boto3.client("s3", endpoint_url=f"http://127.0.0.1:{sys.argv[1]}", region_name="us-east-1")
 if sys.argv[2] not in [b["Name"] for b in s3.list_buckets()["Buckets"]]:
     s3.create_bucket(Bucket=sys.argv[2])
 PY
@@ -98,11 +118,11 @@ start_airflow() {
         [ "$component" = api-server ] && args=(--host "$LISTEN_HOST" --port "$API_PORT" --workers 1)
         [ "$component" = scheduler ] && args=(--skip-serve-logs)   # the workers serve task logs
         (airflow_env "$CLUSTER_DIR/airflow/$component"
-         start_daemon "$component" airflow "$component" "${args[@]}")
+         supervise "$component" airflow "$component" "${args[@]}")
     done
     wait_for "API server" 120 curl -sf "http://$(api_host_for_clients):$API_PORT/api/v2/monitor/health"
     for name in $WORKERS; do
-        running "$name" || start_daemon "$name" unshare --mount --uts --fork \
+        running "$name" || supervise "$name" unshare --mount --uts --fork \
             bash "$REPO_ROOT/cluster/worker.sh" "$name"
     done
     for name in $WORKERS; do

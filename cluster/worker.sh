@@ -13,8 +13,10 @@ me="$CLUSTER_DIR/workers/$name"
 index=0
 for w in $WORKERS; do [ "$w" = "$name" ] && break; index=$((index + 1)); done
 mkdir -p "$me/home" "$me/work"
-# Workspaces of tasks that died with this worker's last life: none runs yet.
-# A training among them goes on elsewhere from its state in the DVC remote.
+# Workspaces of tasks that died with this worker's last life (supervise.sh starts it
+# again): none runs yet. A training among them goes on from its state in the DVC remote.
+leftover=$(cd "$me/work" && find . -mindepth 2 -maxdepth 2 ! -path "./dvc-cache/*" -printf "%P ")
+[ -n "$leftover" ] && echo "worker.sh: $name removes the workspaces of its last life: $leftover"
 find "$me/work" -mindepth 1 -maxdepth 1 ! -name dvc-cache -exec rm -rf {} +
 
 airflow_env "$me/home"      # read the shared secrets while they are still visible

@@ -1,11 +1,16 @@
-"""The DAG on a real cluster whose workers share nothing (cluster/up.sh).
+"""The DAG on a real cluster whose workers share nothing (cluster/up.sh), and its faults.
 
 PostgreSQL, Redis, Airflow's api-server, scheduler and dag-processor, two
 Celery workers isolated in mount and UTS namespaces, a git daemon as the git
 remote and a moto S3 server as the DVC remote, all started for real on this
-machine. The DAG comes from the git remote (GitDagBundle) at the pushed
-commit, on the tiny fixture. Needs root (namespaces, Debian packages):
-`make test-cluster`; `.ci/run` runs it.
+machine, each but PostgreSQL and the S3 server under cluster/supervise.sh. The
+DAG comes from the git remote (GitDagBundle) at the pushed commit, on the tiny
+fixture, with the cluster's own settings (cluster/env.sh). Three runs on one
+cluster (tests/cluster_scenarios.py): a clean one, one that meets the S3 remote
+going down and a worker killed mid-training, one that meets Redis and
+PostgreSQL restarts and the git remote going away at publish. Each fault test
+writes its row of the fault table (tests/fault_table.py). Needs root
+(namespaces, Debian packages): `make test-cluster`; `.ci/run` runs it.
 """
 
 from __future__ import annotations
@@ -17,104 +22,30 @@ import shutil
 import pytest
 import yaml
 
-from cluster_harness import Cluster, api_login, api_status, beyond_loopback, listening
-from conftest import make_project, remote_holds_everything, sh, untimed
+import fault_table
+from cluster_harness import api_login, api_status, beyond_loopback, listening
+from cluster_scenarios import (cluster, curve_steps, faulty_run, first_run,  # noqa: F401
+                               record_clone, restarts_run)
+from conftest import remote_holds_everything, sh, untimed
 
 pytestmark = [pytest.mark.cluster,
               pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("unshare"),
                                  reason="the cluster needs root and unshare")]
 WORKERS = {"worker-a", "worker-b"}
+# The third run (Redis, PostgreSQL, git remote) adds about 5 min: `make test-cluster`
+# and `make cluster-faults` run it, `make test` (and so CI) does not.
+restarts = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    base = tmp_path_factory.mktemp("cluster")
-    project = make_project(base / "project")
-    cluster = Cluster(base / "state", project)
-    cluster.down()  # a cluster left over by an interrupted session
-    try:
-        cluster.up()
-        yield cluster
-    finally:
-        cluster.down()
+def row(cluster, request, run: str, fault: str, done: str, retried: str, lost: str) -> None:
+    fault_table.record(fault, done, run, cluster.run_seconds(run), cluster.tries(run), retried,
+                       lost, request.node.nodeid)
 
 
-def remote_ref(cluster: Cluster, ref: str) -> str:
-    out = sh("git", "ls-remote", cluster.git_url, ref, cwd=cluster.project).stdout.split()
-    return out[0] if out else ""
-
-
-def record_clone(cluster: Cluster, dest) -> object:
-    """The run record from the git remote, wired to the S3 remote (directly, not the relay)."""
-    sh("git", "clone", "-q", "--branch", "pipeline-runs", cluster.git_url, str(dest),
-       cwd=cluster.project)
-    for key, value in (("url", "s3://rnn-mnist/dvc"),
-                       ("endpointurl", f"http://127.0.0.1:{cluster.s3_port}")):
-        sh("dvc", "remote", "modify", "--local", "storage", key, value, cwd=dest)
-    return dest
-
-
-S3_ENV = {"AWS_ACCESS_KEY_ID": "cluster", "AWS_SECRET_ACCESS_KEY": "cluster",
-          "AWS_DEFAULT_REGION": "us-east-1"}
-
-
-def new_commit(cluster: Cluster, **train) -> None:
-    """A change of ``train`` params (seed, epochs) that makes every training run again."""
-    params = cluster.project / "params.yaml"
-    text = params.read_text()
-    for key, value in train.items():
-        old = f"{key}: {yaml.safe_load(text)['train'][key]} "
-        at = text.index(old, text.index("\ntrain:"))
-        text = text[:at] + f"{key}: {value} " + text[at + len(old):]
-    params.write_text(text)
-    sh("git", "commit", "-qam", f"train {train}", cwd=cluster.project)
-
-
-@pytest.fixture(scope="module")
-def first_run(cluster):
-    cluster.trigger("first")
-    assert cluster.wait_run("first") == "success", cluster.describe()
-    return cluster.tasks("first")
-
-
-@pytest.fixture(scope="module")
-def faulty_run(first_run, cluster, tmp_path_factory):
-    """A second run (new seed) that meets both faults, one after the other:
-    the S3 remote goes down once validate is done, and comes back as soon as
-    a task failed on it; then every process of the worker running a training
-    is killed once that training's state reached the S3 remote (the worker is
-    started again after the run). Trainings are longer than the first run's."""
-    new_commit(cluster, seed=7, epochs=40)
-    before = remote_ref(cluster, "refs/heads/pipeline-runs")
-    cluster.trigger("faulty")
-    cluster.wait("validate to finish", 300, lambda: any(
-        t["task"] == "validate" and t["state"] == "success" for t in cluster.tasks("faulty")))
-    cluster.proxy.down()
-    try:
-        s3_failed = cluster.wait("a task to fail on the S3 remote", 300, lambda: [
-            t for t in cluster.tasks("faulty") if t["state"] == "up_for_retry"])[0]
-        record_while_down = remote_ref(cluster, "refs/heads/pipeline-runs")
-    finally:
-        cluster.proxy.up()
-    victim = cluster.wait("a training to start", 300, lambda: [
-        t for t in cluster.tasks("faulty") if t["task"] == "train" and t["state"] == "running"])[0]
-    cluster.wait("the training's state in the S3 remote", 120, lambda: "state saved to DVC remote"
-                 in cluster.task_log(victim["host"], "faulty", "train", victim["try"],
-                                     victim["index"]), every=1)
-    killed = cluster.kill_worker(victim["host"])
-    record_after_kill = remote_ref(cluster, "refs/heads/pipeline-runs")
-    try:
-        state = cluster.wait_run("faulty", 900)
-    finally:
-        cluster.script("up.sh")   # the worker back
-    leftover = list((cluster.folder / "workers" / victim["host"] / "work").glob("faulty/*"))
-    record = record_clone(cluster, tmp_path_factory.mktemp("faulty") / "record")
-    return {"state": state, "tasks": cluster.tasks("faulty"), "before": before, "record": record,
-            "s3_failed": s3_failed, "record_while_down": record_while_down,
-            "s3_log": cluster.task_log(s3_failed["host"], "faulty", s3_failed["task"],
-                                       s3_failed["try"], s3_failed["index"]),
-            "victim": victim, "killed": killed, "record_after_kill": record_after_kill,
-            "leftover": leftover}
+def first_parent(record) -> list[str]:
+    """The run records on the record branch's first-parent line, newest first."""
+    subjects = sh("git", "log", "--first-parent", "--format=%s", "HEAD", cwd=record).stdout
+    return [s for s in subjects.splitlines() if s.startswith("retrain ")]
 
 
 def test_a_run_spreads_over_both_workers_and_trainings_overlap(first_run):
@@ -131,8 +62,8 @@ def test_a_run_spreads_over_both_workers_and_trainings_overlap(first_run):
 def test_the_record_is_on_the_git_remote_and_the_s3_remote_holds_everything(
         first_run, cluster, tiny_repro, tmp_path):
     record = record_clone(cluster, tmp_path / "record")
-    assert remote_holds_everything(record, **S3_ENV)
-    sh("dvc", "pull", cwd=record, **S3_ENV)
+    assert remote_holds_everything(record, **cluster.s3_env())
+    sh("dvc", "pull", cwd=record, **cluster.s3_env())
     assert "up to date" in sh("dvc", "status", cwd=record).stdout
     ours = yaml.safe_load((record / "dvc.lock").read_text())["stages"]
     plain = yaml.safe_load((tiny_repro / "dvc.lock").read_text())["stages"]
@@ -146,38 +77,132 @@ def test_the_record_is_on_the_git_remote_and_the_s3_remote_holds_everything(
     # the champion is published and registered as the production version
     card = json.loads((record / "models/champion/card.json").read_text())
     assert card["model"] == json.loads((record / "metrics/evaluate.json").read_text())["champion"]
-    assert remote_ref(cluster, "refs/tags/champion@v0.0.1")
-    assert remote_ref(cluster, "refs/tags/champion#prod#1")
+    assert cluster.remote_ref("refs/tags/champion@v0.0.1")
+    assert cluster.remote_ref("refs/tags/champion#prod#1")
 
 
-def test_a_killed_worker_s_training_finishes_on_the_other(faulty_run, cluster):
-    victim = faulty_run["victim"]
+def test_a_killed_worker_s_training_goes_on_from_its_saved_check_within_the_bound(
+        faulty_run, cluster, request):
+    victim, model, tasks = faulty_run["victim"], faulty_run["victim"]["model"], faulty_run["tasks"]
     assert faulty_run["killed"] > 0
     assert faulty_run["record_after_kill"] == faulty_run["before"]   # champion untouched
-    assert faulty_run["state"] == "success", faulty_run["tasks"]
-    retried = [t for t in faulty_run["tasks"]
-               if t["task"] == "train" and t["index"] == victim["index"]][0]
-    assert retried["try"] > victim["try"] and retried["host"] != victim["host"], retried
+    assert faulty_run["state"] == "success", tasks
+    retried = next(t for t in tasks if t["task"] == "train" and t["index"] == victim["index"])
+    assert retried["try"] == victim["try"] + 1 and retried["state"] == "success", retried
+    # (i) the next try started within heartbeat timeout + look + 2 x retry delay + start-up
+    waited, bound = (retried["start"] - faulty_run["killed_at"]).total_seconds(), \
+        cluster.retry_bound_s()
+    assert 0 < waited <= bound, f"the next try started {waited:.0f} s after the kill (> {bound})"
+    # (ii) from the check the S3 remote held when the worker died, not from the first
+    checks = faulty_run["checks_at_kill"]
     log = cluster.task_log(retried["host"], "faulty", "train", retried["try"], retried["index"])
-    # it went on from the state the dead worker had saved, not from the first check
-    assert "fetched from DVC remote" in log and "(resuming)" in log, log[-3000:]
-    assert faulty_run["leftover"] == [], "the restarted worker kept the killed try's workspace"
+    assert checks and f"fetched from DVC remote 'storage'; resuming after check {checks}" in log, \
+        log[-3000:]
+    # (iii) the record's curves hold every check exactly once, those before the kill too
     record = faulty_run["record"]
-    assert remote_holds_everything(record, **S3_ENV)   # nothing lost
+    summary = json.loads((record / "metrics" / "train" / model / "metrics.json").read_text())
+    curves = curve_steps(record, model)
+    assert curves and summary["checks_run"] > checks
+    for tsv, steps in curves.items():
+        assert steps == list(range(summary["checks_run"])), (tsv, steps)
+    assert remote_holds_everything(record, **cluster.s3_env())   # nothing lost
     assert sh("git", "rev-parse", "HEAD~1", cwd=record).stdout.strip() == faulty_run["before"]
-    assert "retrain faulty:" in sh("git", "log", "-1", "--format=%s", cwd=record).stdout
+    assert "retrain faulty:" in first_parent(record)[0]
+    row(cluster, request, "faulty", "worker killed (-9) mid-training",
+        f"kill -9 of every process of {victim['host']} (its namespace) during train[{model}], "
+        f"with check {checks} in the S3 remote; its supervisor started it again",
+        f"train[{model}]: next try {waited:.0f} s after the kill (bound {bound} s) on "
+        f"{retried['host']}, resumed after check {checks} of {summary['checks_run']}",
+        f"nothing: the curves hold each of the {summary['checks_run']} checks once; the S3 "
+        f"remote holds every output; one record commit")
 
 
-def test_the_s3_remote_down_is_retried_and_the_champion_never_half_changes(faulty_run):
+def test_a_killed_worker_is_started_again_and_drops_its_dead_workspaces(faulty_run):
+    host, model = faulty_run["victim"]["host"], faulty_run["victim"]["model"]
+    assert f"train@{model}" in faulty_run["left_at_kill"]   # what the dead try left behind
+    log = faulty_run["worker_log"]
+    assert f"supervise: {host} died" in log and f"supervise: {host} started" in log, log[-2000:]
+    removed = [line for line in log.splitlines() if "workspaces of its last life" in line]
+    assert removed and f"faulty/train@{model}" in removed[-1], log[-2000:]
+
+
+def test_the_s3_remote_down_is_retried_and_the_champion_never_half_changes(
+        faulty_run, cluster, request):
     failed, log = faulty_run["s3_failed"], faulty_run["s3_log"]
     assert "DVC remote 'storage'" in log and "retried later" in log, log[-3000:]
-    retried = [t for t in faulty_run["tasks"] if (t["task"], t["index"]) ==
-               (failed["task"], failed["index"])][0]
+    retried = next(t for t in faulty_run["tasks"] if (t["task"], t["index"]) ==
+                   (failed["task"], failed["index"]))
     assert retried["state"] == "success" and retried["try"] > failed["try"]
     # the published champion did not move while the remote was down, and the new
     # record's champion and data are all in the remote
     assert faulty_run["record_while_down"] == faulty_run["before"]
-    assert remote_holds_everything(faulty_run["record"], **S3_ENV)
+    assert remote_holds_everything(faulty_run["record"], **cluster.s3_env())
+    row(cluster, request, "faulty", "S3 (DVC) remote down",
+        f"the S3 endpoint refused connections from validate's end until {failed['task']} "
+        f"had failed on it",
+        f"{failed['task']}: try {failed['try']} failed (`cannot pull ... from DVC remote "
+        f"'storage' (retried later)`), try {retried['try']} succeeded",
+        "nothing: the record branch did not move while it was down; the S3 remote holds "
+        "every output")
+
+
+@restarts
+def test_a_redis_restart_with_trainings_waiting_loses_none(restarts_run, cluster, request):
+    assert restarts_run["waiting"] >= 1
+    assert restarts_run["state"] == "success", restarts_run["tasks"]
+    trains = [t for t in restarts_run["tasks"] if t["task"] == "train"]
+    # the waiting trainings' messages survived (append-only file): each ran once, first try
+    assert len(trains) == 4 and {(t["state"], t["try"]) for t in trains} == {("success", 1)}
+    row(cluster, request, "restarts", "Redis restarted with tasks in its queue",
+        f"pool `training` at 4 for 2 worker slots; with {restarts_run['waiting']} trainings "
+        f"waiting in Redis, TERM to redis-server; its supervisor started it again "
+        f"({restarts_run['waiting_after']} waiting after)",
+        "nothing: every training ran once, on its first try", "nothing")
+
+
+@restarts
+def test_a_postgresql_restart_mid_run_is_survived(restarts_run, cluster, request):
+    assert restarts_run["state"] == "success", restarts_run["tasks"]
+    assert cluster.query("SELECT count(*) FROM dag_run WHERE run_id = 'restarts'") == [(1,)]
+    record = restarts_run["record"]
+    assert sh("git", "rev-parse", "HEAD~1", cwd=record).stdout.strip() == restarts_run["before"]
+    assert remote_holds_everything(record, **cluster.s3_env())
+    died = ", ".join(f"{n} ({k}x)" for n, k in restarts_run["restarted"].items()) or "none"
+    row(cluster, request, "restarts", "PostgreSQL restarted mid-run",
+        "`pg_ctlcluster ... restart -m fast` (every connection cut) while two trainings ran; "
+        f"components that died and were started again by their supervisor: {died}",
+        "nothing beyond the git fault's publish try", "nothing: one dag_run row, one record "
+        "commit, the S3 remote holds every output")
+
+
+@restarts
+def test_an_unreachable_git_remote_at_publish_is_retried_and_half_writes_nothing(
+        restarts_run, cluster, request):
+    log, failed = restarts_run["publish_log"], restarts_run["publish_failed"]
+    assert "does not answer" in log and "retrying in" in log, log[-3000:]
+    assert "did not answer in 3 tries" in log and "(retried later)" in log, log[-3000:]
+    # while it was away: no record, no tag, the champion as it was
+    assert restarts_run["while_down"] == (restarts_run["before"], restarts_run["tags_before"])
+    publish = next(t for t in restarts_run["tasks"] if t["task"] == "publish")
+    assert publish["state"] == "success" and publish["try"] == failed["try"] + 1
+    history = sh("git", "rev-list", "--first-parent", "HEAD", cwd=restarts_run["record"]).stdout
+    orphans = {tag: sha for tag, sha in cluster.remote_tags().items()
+               if tag.startswith("champion@") and sha not in history.split()}
+    assert not orphans, f"registry versions off the record branch: {orphans}"
+    row(cluster, request, "restarts", "git remote unreachable at publish",
+        "the git endpoint refused connections from evaluate's end until publish's first try "
+        "had failed",
+        f"publish: try {failed['try']} asked the git source 3 times, then failed (`did not "
+        f"answer in 3 tries ... (retried later)`); try {publish['try']} published",
+        "nothing: while it was away the record branch, tags and champion stayed as they were; "
+        "no registry tag off the record branch")
+
+
+def test_every_run_is_recorded_once_and_whole(faulty_run, cluster, tmp_path):
+    runs = cluster.query("SELECT run_id, state FROM dag_run ORDER BY id")
+    assert runs == [(run, "success") for run in cluster.triggered], runs   # one row each
+    subjects = [s.split(":")[0] for s in first_parent(record_clone(cluster, tmp_path / "r"))]
+    assert subjects == [f"retrain {run}" for run in reversed(cluster.triggered)], subjects
 
 
 def test_cluster_trigger_runs_the_commit_it_pushed_and_nothing_else(first_run, cluster):
@@ -207,8 +232,8 @@ def test_the_api_answers_only_with_a_login(cluster):
     assert api_status("GET", f"{base}/api/v2/connections") in (401, 403)
     assert api_status("POST", f"{base}/api/v2/variables", body=variable) in (401, 403)
     assert api_status("DELETE", f"{base}/api/v2/variables/probe") in (401, 403)
-    for name in ("passwords.json", "secrets.env"):   # generated for this cluster, root only
-        assert (cluster.folder / name).stat().st_mode & 0o077 == 0, name
+    for name in ("passwords.json", "secrets.env", "pgpass", "redis/redis.conf"):
+        assert (cluster.folder / name).stat().st_mode & 0o077 == 0, name   # root only
     token = api_login(base, cluster.folder / "passwords.json")
     assert api_status("GET", f"{base}/api/v2/connections", token) == 200
     assert api_status("POST", f"{base}/api/v2/variables", token, variable) in (200, 201)

@@ -4,7 +4,8 @@
 with the LocalExecutor, and its sockets are read from the kernel's table for
 every process it started; the API server is asked without and with a login.
 The cluster's own sockets and login are checked in test_cluster.py. Asking for
-another address without a login is refused before anything starts.
+another address without a login is refused before anything starts, as is a
+broker visibility timeout that a long training could outlast.
 """
 
 from __future__ import annotations
@@ -39,6 +40,18 @@ def test_another_address_without_a_login_is_refused_in_one_line(script, tmp_path
     assert result.returncode == 2, result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "LISTEN_HOST=0.0.0.0" in lines[0] and "AIRFLOW_AUTH=off" in lines[0]
+    assert not list(tmp_path.iterdir()), "something was set up before the refusal"
+
+
+def test_a_visibility_timeout_without_a_start_up_margin_is_refused(tmp_path):
+    # 60 min trainings + the 600 s start-up margin need 4200 s; one second less is refused
+    result = subprocess.run(
+        ["bash", str(ROOT / "cluster" / "up.sh")], capture_output=True, text=True, timeout=60,
+        env=_env(RETRAIN_TRAIN_TIMEOUT_MIN="60", VISIBILITY_TIMEOUT_S="4199",
+                 CLUSTER_DIR=str(tmp_path / "cluster")))
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "VISIBILITY_TIMEOUT_S=4199" in lines[0] and "4200" in lines[0]
     assert not list(tmp_path.iterdir()), "something was set up before the refusal"
 
 

@@ -19,9 +19,9 @@ import tarfile
 from pathlib import Path
 
 import pytest
-import yaml
 
 from conftest import make_project, sh, tool_env
+from pipeline import config
 from pipeline.orchestration import orchestrate
 
 EPOCHS = 24   # long enough that the kill lands mid-training
@@ -35,7 +35,8 @@ def split_record(tmp_path, monkeypatch):
         monkeypatch.delenv(key, raising=False)
     project = make_project(tmp_path / "project")
     text = (project / "params.yaml").read_text()
-    old, at = f"epochs: {yaml.safe_load(text)['train']['epochs']} ", text.index("\ntrain:")
+    old = f"epochs: {config.load(project / 'params.yaml').train.epochs} "
+    at = text.index("\ntrain:")
     at = text.index(old, at)
     (project / "params.yaml").write_text(text[:at] + f"epochs: {EPOCHS} " + text[at + len(old):])
     sh("git", "commit", "-qam", "longer training", cwd=project)
@@ -63,7 +64,7 @@ def test_a_killed_training_goes_on_from_the_remote_on_another_worker(split_recor
     first, log = _task(project, upstream, tmp_path / "worker-a"), []
     for line in first.stdout:
         log.append(line)
-        if "state saved to DVC remote" in line:
+        if "saved to DVC remote" in line:
             break
     os.killpg(first.pid, signal.SIGKILL)   # the worker dies mid-training
     first.wait()
@@ -76,6 +77,7 @@ def test_a_killed_training_goes_on_from_the_remote_on_another_worker(split_recor
     out = second.communicate(timeout=600)[0]
     assert second.returncode == 0, out[-3000:]
     assert "fetched from DVC remote" in out and "(resuming)" in out, out[-3000:]
+    assert f"resuming after check {done}" in out, out[-3000:]   # the saved check, not the first
     assert not saved.exists(), "the saved state outlived the finished training"
 
     record = json.loads((tmp_path / "r.json").read_text())["stages"]["train@gru"]

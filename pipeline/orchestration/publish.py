@@ -14,8 +14,11 @@ what the stages made.
 
 Why it is safe on a cluster: it works in a private clone like every task,
 and the champion changes in one step, when the record branch moves (a git
-push that fails if another run moved it first). Its data is pushed to the
+push that fails if another run moved it first: the loser of such a race
+decides again on top of the winner's record). Its data is pushed to the
 DVC remote before that, so a failure anywhere leaves the old champion whole.
+A git source that does not answer is asked ``GIT_TRIES`` times, then the
+task fails as ``RemoteUnavailable`` and Airflow retries it later.
 
 ``python -m pipeline.orchestration.publish --record run.json --run-id <id>`` runs it by hand.
 """
@@ -28,6 +31,7 @@ import logging
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from pipeline.serve import champion
@@ -40,6 +44,13 @@ from pipeline.orchestration.orchestrate import (command_env, dvc, open_task_work
                                                 stage_facts)
 
 log = logging.getLogger("pipeline.orchestration.publish")
+
+RACE_TRIES = 3     # a publish that another run beat to the record branch decides again, this often
+GIT_TRIES = 3      # how often publish asks a git source that does not answer ...
+GIT_WAIT_S = 2.0   # ... and how long it waits in between, before failing (retried later by Airflow)
+# What `git push` says when another run moved the branch (or took the tag) first.
+LOST_RACE = ("fetch first", "non-fast-forward", "already exists", "failed to update ref",
+             "cannot lock ref", "incorrect old value", "stale info")
 
 
 def git(project: Path, *args: str, env: dict | None = None, check: bool = True) -> str:
@@ -98,6 +109,22 @@ def _restore_champion(ws: Path, previous: str, dvc_file: str, remote: str) -> No
     pull(ws, [dvc_file], remote, "publish")
 
 
+def check_git_source(url: str, tries: int, wait_s: float) -> None:
+    """Ask the git source for its branches, ``tries`` times; a clear failure if it never answers."""
+    for attempt in range(1, tries + 1):
+        proc = subprocess.run(["git", "ls-remote", "--heads", url], capture_output=True, text=True,
+                              env=command_env(GIT_TERMINAL_PROMPT="0"))
+        if proc.returncode == 0:
+            return
+        reason = " ".join(proc.stderr.split()) or f"git exited {proc.returncode}"
+        if attempt < tries:
+            log.warning("publish: the git source %s does not answer (%s); retrying in %.0f s "
+                        "(try %d of %d)", url, reason, wait_s, attempt, tries)
+            time.sleep(wait_s)
+    raise RemoteUnavailable(f"publish: the git source {url} did not answer in {tries} tries "
+                            f"({reason}); nothing was published (retried later)")
+
+
 def run(record: dict, run_id: str = "manual", *, project: Path | str | None = None,
         bundle=None) -> dict:
     """Decide on the champion, push to the DVC remote, record the run on git.
@@ -105,11 +132,12 @@ def run(record: dict, run_id: str = "manual", *, project: Path | str | None = No
     Only a complete run is published: the record holds every stage of
     dvc.yaml and ``dvc status`` of the restored workspace is clean. The
     champion changes only when this run's best model beats it by
-    ``publish.champion_margin``. Safe to retry.
+    ``publish.champion_margin``. Safe to retry, and to run beside another
+    publish: the one that moves the record branch second decides again.
     """
-    from pipeline import config
-
     project = Path(project).resolve() if project else None
+    if (record or {}).get("git_url"):   # the run's git source, as every upstream task saw it
+        check_git_source(record["git_url"], GIT_TRIES, GIT_WAIT_S)
     ws, source, params = open_task_workspace("publish", record, run_id=run_id, project=project,
                                              bundle=bundle)
     pub = params.publish
@@ -127,6 +155,18 @@ def run(record: dict, run_id: str = "manual", *, project: Path | str | None = No
     if rc != 0 or json.loads(out or "{}"):
         raise StageFailed(f"publish: the pipeline is not up to date, nothing was published "
                           f"(dvc status: {', '.join(json.loads(out or '{}')) if rc == 0 else out})")
+    for attempt in range(1, RACE_TRIES + 1):
+        summary = _publish_on_tip(ws, record, run_id, pub, source, attempt)
+        if summary:
+            shutil.rmtree(ws, ignore_errors=True)
+            return summary
+    raise TransientError(f"publish: lost the race to move {pub.record_branch} {RACE_TRIES} "
+                         f"times in a row; nothing was published (retried later)")
+
+
+def _publish_on_tip(ws: Path, record: dict, run_id: str, pub, source, attempt: int) -> dict | None:
+    """Decide on top of the record branch's tip and push; None if another run moved it first."""
+    from pipeline import config
 
     previous, subject = _previous_run(ws, pub.record_branch)
     dvc_file = f"{pub.champion_dir}.dvc"
@@ -162,8 +202,10 @@ def run(record: dict, run_id: str = "manual", *, project: Path | str | None = No
                        for name, m in metrics["models"].items())
     hosts = ", ".join(f"{name}@{e.get('host')}" for name, e in record["stages"].items())
     message = f"retrain {run_id}: {verdict}\n\n{scores}\n\nran on: {hosts}\n"
+    if attempt > 1:
+        message += f"\ndecided on try {attempt}: another run had published first\n"
     commit = record_run(ws, previous, message)
-    refs = [f"{commit}:refs/heads/{pub.record_branch}"]
+    refs, tags = [f"{commit}:refs/heads/{pub.record_branch}"], []
     if decision == "replaced":   # a new registry version, in production from now on
         test = metrics["models"][new["model"]]["test_accuracy"]
         try:
@@ -171,7 +213,8 @@ def run(record: dict, run_id: str = "manual", *, project: Path | str | None = No
                                     new["val_accuracy"], "test_accuracy": test}, run_id, ref=commit)
         except registry.RegistryError as exc:
             raise StageFailed(f"publish: registering the champion failed: {exc}") from None
-        refs += [f"refs/tags/{tag}" for tag in reg["tags"]]
+        tags = reg["tags"]
+        refs += [f"refs/tags/{tag}" for tag in tags]
     for target in ("origin", *([pub.git_remote] if pub.git_remote else [])):
         # --atomic: the record, the version and the stage tag move together or not at all
         proc = subprocess.run(["git", "push", "--quiet", "--atomic", target, *refs], cwd=ws,
@@ -180,14 +223,29 @@ def run(record: dict, run_id: str = "manual", *, project: Path | str | None = No
             raise PermanentError(f"publish: record_branch {pub.record_branch!r} is checked out "
                                  f"in {target}; give publish.record_branch a branch of its own "
                                  f"(not retried)")
+        if (target == "origin" and proc.returncode != 0 and "rejected" in proc.stderr
+                and any(words in proc.stderr for words in LOST_RACE)):
+            log.warning("publish: lost a race: another run moved %s (or took %s) on the git "
+                        "source first; deciding again on top of it (lost %d of %d tries)",
+                        pub.record_branch, ", ".join(tags) or "no tag", attempt, RACE_TRIES)
+            _forget(ws, pub, dvc_file, tags)
+            return None
         if proc.returncode != 0:
             raise RemoteUnavailable(f"publish: git push of {pub.record_branch} to {target} "
                                     f"failed (retried later)\n{proc.stderr.strip()}")
     log.info("publish: pushed to DVC remote %r; run recorded as %s on branch %s of %s",
              pub.remote, commit[:10], pub.record_branch, source.git_url)
-    summary = _summary(ws, pub, run_id, commit, message, source)
-    shutil.rmtree(ws, ignore_errors=True)
-    return summary
+    return _summary(ws, pub, run_id, commit, message, source)
+
+
+def _forget(ws: Path, pub, dvc_file: str, tags: list[str]) -> None:
+    """Drop a lost try's champion and tags; fetch the winner's tags for the next decision."""
+    for tag in tags:
+        git(ws, "tag", "-d", tag, check=False)
+    champion.remove_path(ws / pub.champion_dir)
+    (ws / dvc_file).unlink(missing_ok=True)
+    git(ws, "checkout", "HEAD", "--", dvc_file, check=False)   # the run's commit's, if any
+    git(ws, "fetch", "--quiet", "--force", "origin", "+refs/tags/*:refs/tags/*", check=False)
 
 
 def _summary(ws: Path, pub, run_id: str, commit: str, message: str, source) -> dict:

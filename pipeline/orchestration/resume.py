@@ -12,12 +12,16 @@ runs, ``mirrored`` copies each new snapshot to the remote under
 it never touches); a retry on any worker first ``fetch``-es it, so the
 training goes on from its last check with every earlier check's curves, and
 ``discard`` removes it once the stage's outputs are pushed. The snapshot only ever resumes the same params
-and data: train.py checks its fingerprint and starts over otherwise.
+and data: train.py checks its fingerprint and starts over otherwise. Each
+save and each fetch logs the check it holds (``state after check N saved``,
+``resuming after check N``), so a task log shows where a retry went on from.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import tarfile
 import threading
 from contextlib import contextmanager
@@ -39,6 +43,17 @@ def work_of(ws: Path, stage: str) -> Path | None:
 def snapshot_path(work: Path) -> Path:
     """The snapshot of the work folder ``work``, beside it."""
     return work.parent / f"{work.name}.snapshot.tar"
+
+
+def checks_in(snapshot: Path) -> int | None:
+    """The checks a snapshot holds as finished (Keras' ``BackupAndRestore`` epoch);
+    None if it has no readable backup."""
+    try:
+        with tarfile.open(snapshot) as tar:
+            meta = tar.extractfile("backup/training_metadata.json")
+            return int(json.load(meta)["epoch"]) if meta else None
+    except (OSError, KeyError, ValueError, tarfile.TarError):
+        return None
 
 
 def _remote(ws: Path, remote: str):
@@ -72,10 +87,11 @@ def fetch(ws: Path, stage: str, run_id: str, remote: str, work: Path) -> bool:
         log.warning("resume: cannot read %s's saved state from DVC remote %r (%s); starting over",
                     stage, remote, exc)
         return False
+    checks = checks_in(local)
     with tarfile.open(local) as tar:
         tar.extractall(work, filter="data")
-    log.info("resume: %s's state fetched from DVC remote %r; the training goes on from it",
-             stage, remote)
+    log.info("resume: %s's state fetched from DVC remote %r; resuming after check %s",
+             stage, remote, checks)
     return True
 
 
@@ -94,16 +110,23 @@ def mirrored(ws: Path, stage: str, run_id: str, remote: str, work: Path):
             except FileNotFoundError:
                 stamp = None
             if stamp is not None and stamp != seen:
+                # A hard link pins this snapshot: the one sent is the one whose check is logged.
+                pinned = local.with_name(local.name + ".sending")
                 try:
+                    pinned.unlink(missing_ok=True)
+                    os.link(local, pinned)
                     if fs is None:
                         fs, root = _remote(ws, remote)
                         key = _key(fs, root, run_id, stage)
-                    fs.put_file(str(local), key)
+                    fs.put_file(str(pinned), key)
                     seen = stamp
-                    log.info("resume: %s's state saved to DVC remote %r", stage, remote)
+                    log.info("resume: %s's state after check %s saved to DVC remote %r",
+                             stage, checks_in(pinned), remote)
                 except Exception as exc:   # the training goes on; the next snapshot retries
                     log.warning("resume: cannot save %s's state to DVC remote %r: %s",
                                 stage, remote, exc)
+                finally:
+                    pinned.unlink(missing_ok=True)
             if stopping:
                 return
 
