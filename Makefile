@@ -13,10 +13,12 @@
 #                  (BENCH_ARGS="--variants fused xla bf16" adds the paths that did not help,
 #                  "--against DIR" an older commit's worktree; bench/op_speed.py --against REV
 #                  compares the C++ op alone with REV's, in one process)
-#   make pictures-accuracy - the champion (or MODEL=...) on data/pictures beside MNIST's test set
+#   make pictures-accuracy - the champion (or MODEL=...) on data/pictures and data/pictures-rendered
+#                  (fonts and drawn strokes, not MNIST) beside MNIST's test set (PICTURE_ARGS=--deskew ...)
 #   make cluster-up / cluster-trigger / cluster-down - the DAG on a real multi-worker cluster
 #                  on this machine: PostgreSQL, Redis, Celery, S3 remote (docs/airflow.md; root)
 #   make test-cluster - only the cluster tests (root; `make test` includes them)
+#   make cluster-faults - the fault tests, their rows into reports/cluster-faults.md (root)
 # Both create .venv with pinned versions on first use.
 
 PYTHON ?= python3.11
@@ -48,7 +50,7 @@ AIRFLOW_ENV    := AIRFLOW_HOME=$(abspath .airflow) AIRFLOW__CORE__DAGS_FOLDER=$(
 export TRAINING_SLOTS ?= 2
 
 .PHONY: setup repro test test-slow test-cluster diff seeds tutorial bench airflow-standalone airflow-trigger \
-        lock clean-venv cluster-up cluster-trigger cluster-down
+        lock clean-venv cluster-up cluster-trigger cluster-down cluster-faults
 
 # The project installed editable with its test extras; constraints.txt pins every
 # transitive version (`make lock` regenerates it from the venv).
@@ -111,11 +113,19 @@ cluster-trigger: $(STAMP)
 cluster-down:
 	bash cluster/down.sh
 
+# The fault tests (the cluster's and the publish race), each writing its row
+# (tests/fault_table.py); the rows become reports/cluster-faults.md.
+FAULT_ROWS := $(abspath tmp)/cluster-faults.jsonl
+cluster-faults: $(STAMP)
+	mkdir -p tmp && rm -f $(FAULT_ROWS)
+	FAULTS_LOG=$(FAULT_ROWS) $(BIN)/python -m pytest -n 0 -m "slow or not slow" tests/test_cluster.py tests/test_publish_race.py
+	$(BIN)/python tests/fault_table.py $(FAULT_ROWS) reports/cluster-faults.md "make cluster-faults"
+
 clean-venv:
 	rm -rf $(VENV)
 
-# Accuracy on digit pictures as people make them (data/pictures, docs/serving.md) beside the MNIST test set: data/raw if fetched, else the local mirror.
+# Accuracy on digit pictures as people make them (data/pictures, data/pictures-rendered; docs/serving.md), per class, beside the MNIST test set: data/raw if fetched, else the local mirror.
 .PHONY: pictures-accuracy
 pictures-accuracy: $(STAMP)
-	$(BIN)/python -m pipeline.serve.pictures score $(if $(MODEL),--model $(MODEL)) \
+	$(BIN)/python -m pipeline.serve.pictures score $(if $(MODEL),--model $(MODEL)) $(PICTURE_ARGS) \
 		--mnist $(or $(wildcard data/raw),$(DATA_MIRROR_DIR),data/raw)

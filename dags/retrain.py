@@ -1,4 +1,5 @@
-"""Scheduled retraining: the DVC pipeline as an Airflow DAG, then publish the champion.
+"""Scheduled retraining: the DVC pipeline as an Airflow DAG, then publish the champion;
+and ``retrain_watch``, which starts it when the dataset's source changes.
 
 Scheduling, retries and fan-out only; what each task does is in
 pipeline/orchestration/orchestrate.py and pipeline/orchestration/publish.py, and the
@@ -13,8 +14,8 @@ import os
 from datetime import timedelta
 from pathlib import Path
 
-from airflow.sdk import (Asset, CronTriggerTimetable, ExceptionRetryPolicy, RetryAction,
-                         RetryRule, dag, get_current_context, task)
+from airflow.sdk import (Asset, AssetOrTimeSchedule, CronTriggerTimetable, ExceptionRetryPolicy,
+                         RetryAction, RetryRule, dag, get_current_context, task)
 
 from pipeline.orchestration import failures, orchestrate  # standard library only at import
 
@@ -26,12 +27,22 @@ from pipeline.orchestration import failures, orchestrate  # standard library onl
 PROJECT_DIR = Path(os.environ.get("PIPELINE_PROJECT_DIR") or Path(__file__).resolve().parent.parent)
 
 SCHEDULE = os.environ.get("RETRAIN_SCHEDULE", "@weekly")
+WATCH_SCHEDULE = os.environ.get("RETRAIN_WATCH_SCHEDULE", "@hourly")
 POOL = os.environ.get("RETRAIN_POOL", "training")
 TRAIN_TIMEOUT = timedelta(minutes=float(os.environ.get("RETRAIN_TRAIN_TIMEOUT_MIN", "360")))
 RETRY_DELAY = timedelta(seconds=float(os.environ.get("RETRAIN_RETRY_DELAY_S", "120")))
 
 # Other DAGs can run on a new champion: @dag(schedule=Asset("retrain_champion")).
 CHAMPION = Asset(name="retrain_champion", uri="x-retrain://champion", group="model")
+# retrain_watch updates it when the dataset's source serves other files; retrain runs on it.
+SOURCE = Asset(name="retrain_source", uri="x-retrain://source", group="data")
+
+
+def _cron(expression: str) -> CronTriggerTimetable | None:
+    """A cron or preset in UTC whose first run is the next one to come; none = no clock."""
+    if expression.lower() in ("", "none"):
+        return None
+    return CronTriggerTimetable(expression, timezone="UTC", run_immediately=False)
 
 # Data that failed validation, broken params or a missing DVC remote stay broken
 # until a person acts: fail at once. A dead mirror or an unreachable DVC or git
@@ -57,11 +68,12 @@ def _log_failure(context) -> None:
 
 
 @dag(
-    # The first scheduled run is the next one to come: unpausing starts no run for a
-    # week already past (no start date, run_immediately=False). A missed week is not
-    # worth back-to-back retrainings either (catchup=False).
-    schedule=None if SCHEDULE.lower() in ("", "none")
-    else CronTriggerTimetable(SCHEDULE, timezone="UTC", run_immediately=False),
+    # New data (an event of SOURCE) or the clock. The first scheduled run is the next
+    # one to come: unpausing starts no run for a week already past (no start date,
+    # run_immediately=False). A missed week is not worth back-to-back retrainings
+    # either (catchup=False).
+    schedule=AssetOrTimeSchedule(timetable=_cron(SCHEDULE), assets=SOURCE)
+    if _cron(SCHEDULE) else SOURCE,
     catchup=False,
     max_active_runs=1,          # runs publish to one record branch: one at a time
     tags=["ml", "dvc", "mnist"],
@@ -79,7 +91,9 @@ def retrain():
     """
     ### retrain: the DVC pipeline on a schedule, then publish the champion
 
-    One task per `dvc.yaml` stage, named after it: `fetch` → `validate` → `split`
+    Runs on `RETRAIN_SCHEDULE` and whenever `retrain_watch` sees the dataset's
+    source change (asset `retrain_source`). One task per `dvc.yaml` stage, named
+    after it: `fetch` → `validate` → `split`
     → `train` (mapped: one instance per model in `params.yaml`, shown as
     `train[<model>]`, i.e. DVC's `train@<model>`) → `evaluate` → `publish`.
     Every task runs on any worker in a private clone of the run's commit
@@ -92,10 +106,14 @@ def retrain():
     best model beats it by `publish.champion_margin` on validation accuracy,
     and records the run on git branch `publish.record_branch` of the git source;
     it updates the asset `retrain_champion`. If any training or the evaluation
-    fails, `publish` does not run.
+    fails, `publish` does not run. `fetch` and `validate` run every time (a
+    changed source, the champion's data); when DVC then finds every later stage
+    up to date against the last recorded run, `split` says so in one line and
+    `train`, `evaluate` and `publish` are skipped: nothing is trained.
 
     Settings (environment of the scheduler and workers): `RETRAIN_SCHEDULE`
-    (cron or preset, default `@weekly`; `none` = manual only), `RETRAIN_POOL`
+    (cron or preset, default `@weekly`; `none` = only on new data),
+    `RETRAIN_WATCH_SCHEDULE` (how often `retrain_watch` looks, default `@hourly`), `RETRAIN_POOL`
     (default `training`; its size is how many models train at once),
     `RETRAIN_TRAIN_TIMEOUT_MIN` (default 360), `RETRAIN_RETRY_DELAY_S` (first
     retry delay, default 120), `PIPELINE_WORK_DIR` (where tasks clone),
@@ -118,8 +136,11 @@ def retrain():
 
     @task
     def split(upstream: dict) -> list[dict]:
-        """Runs the stage; one `train` per model of the run's params.yaml gets its record."""
-        record = orchestrate.run_stage("split", upstream, **where())
+        """Runs the stage; one `train` per model of the run's params.yaml gets its record,
+        none when nothing changed since the last recorded run (then train is skipped)."""
+        record = orchestrate.run_stage("split", upstream, look_ahead=True, **where())
+        if record["unchanged_since"]:
+            return []
         return [{"model": model, "upstream": record} for model in orchestrate.model_names(record)]
 
     @task(pool=POOL, execution_timeout=TRAIN_TIMEOUT, retries=2,
@@ -150,3 +171,48 @@ def retrain():
 
 
 retrain()
+
+
+@dag(schedule=_cron(WATCH_SCHEDULE), catchup=False, max_active_runs=1,
+     tags=["ml", "dvc", "mnist"],
+     default_args={"retries": 2, "retry_delay": RETRY_DELAY, "retry_exponential_backoff": 2.0,
+                   "max_retry_delay": timedelta(hours=1),
+                   "execution_timeout": timedelta(minutes=10)})
+def retrain_watch():
+    """
+    ### retrain_watch: start `retrain` when the dataset's source changes
+
+    Every `RETRAIN_WATCH_SCHEDULE` (default `@hourly`), `watch` fingerprints what
+    the source of `params.yaml`'s dataset serves (each file's SHA-256 in a local
+    mirror, else ETag, Last-Modified and size from the first mirror that answers;
+    `pipeline/stages/fetch.py`) and compares it with the fingerprint of the last
+    event of the asset `retrain_source`. Only a change emits an event, which
+    starts `retrain`; an unchanged source skips the task and emits none. The
+    first look emits one. Paused at creation like every DAG: unpause it to
+    retrain on new data.
+    """
+    @task(inlets=[SOURCE], outlets=[SOURCE])
+    def watch() -> dict:
+        from airflow.sdk.exceptions import AirflowSkipException
+
+        from pipeline import config
+        from pipeline.stages import fetch as fetch_stage
+
+        context = get_current_context()
+        now = fetch_stage.fingerprint(config.load_project(PROJECT_DIR))
+        last = list(context["inlet_events"][SOURCE].ascending(False).limit(1))
+        before = (last[0].extra or {}).get("fingerprint") if last else None
+        if before == now:
+            raise AirflowSkipException(f"retrain_watch: {now['source']} unchanged since "
+                                       f"{last[0].timestamp:%Y-%m-%d %H:%M} UTC: no event")
+        seen = (before or {}).get("files", {})
+        changed = [name for name, tag in now["files"].items() if seen.get(name) != tag]
+        logging.getLogger("retrain").info("retrain_watch: %s changed (%s): event for retrain",
+                                          now["source"], ", ".join(changed))
+        context["outlet_events"][SOURCE].extra = {"fingerprint": now}
+        return now
+
+    watch()
+
+
+retrain_watch()

@@ -27,7 +27,7 @@ MIRROR_ENV = "DATA_MIRROR_DIR"
 # Default layout, relative to the repository root (where dvc runs stages).
 RAW_DIR = Path("data/raw")
 SPLIT_DIR = Path("data/split")
-VALIDATION_DOCS_DIR = Path("reports/validation")
+VALIDATION_DOCS_DIR = Path("reports/validation")  # + profile.json: the data's drift profile
 VALIDATION_METRICS = Path("metrics/validate.json")
 MODELS_DIR = Path("models")
 TRAIN_LOG_DIR = Path("metrics/train")
@@ -80,7 +80,7 @@ class ReferenceResult:
 class DatasetConfig:
     mirrors: tuple[str, ...]
     files: dict[Literal["train_images", "train_labels", "test_images", "test_labels"],
-                tuple[str, Sha256]]
+                tuple[str, Sha256 | None]]   # None: not pinned, the source may change
     train_count: PositiveInt
     test_count: PositiveInt
     image_shape: tuple[PositiveInt, PositiveInt]
@@ -98,8 +98,17 @@ class DatasetConfig:
     def file_name(self, role: str) -> str:
         return self.files[role][0]
 
-    def sha256(self, role: str) -> str:
+    def sha256(self, role: str) -> str | None:
         return self.files[role][1]
+
+
+@dataclass(config=_STRICT)
+class DriftConfig:   # thresholds of pipeline/data/drift.py's distances; what a drift does
+    on_drift: Literal["stop", "flag"] = "stop"
+    labels: Annotated[float, Strict(), Field(gt=0.0)] = 0.05
+    ink: Annotated[float, Strict(), Field(gt=0.0)] = 0.1
+    centre: Annotated[float, Strict(), Field(gt=0.0)] = 0.1
+    mean_images: Annotated[float, Strict(), Field(gt=0.0)] = 0.15
 
 
 @dataclass(config=_STRICT)
@@ -109,6 +118,7 @@ class ValidateConfig:
     max_duplicate_share: Share = 0.001
     pixel_min: Annotated[int, Strict(), Field(ge=0, le=255)] = 0
     pixel_max: Annotated[int, Strict(), Field(ge=0, le=255)] = 255
+    drift: DriftConfig = Field(default_factory=DriftConfig)
 
     @model_validator(mode="after")
     def _ordered(self):
@@ -127,6 +137,16 @@ class SplitConfig:
 
 
 @dataclass(config=_STRICT)
+class AugmentConfig:
+    """Random changes to training images (pipeline/rnn/augment.py); all 0 = off."""
+    rotation_deg: Annotated[float, Strict(), Field(ge=0.0, le=45.0)] = 0.0
+    shift_px: Annotated[float, Strict(), Field(ge=0.0, le=8.0)] = 0.0
+    zoom: Annotated[float, Strict(), Field(ge=0.0, le=0.5)] = 0.0
+    shear: Annotated[float, Strict(), Field(ge=0.0, le=1.0)] = 0.0
+    stroke: Share = 0.0
+
+
+@dataclass(config=_STRICT)
 class TrainConfig:
     seed: NonNegInt = 42
     batch_size: PositiveInt = 100
@@ -142,6 +162,7 @@ class TrainConfig:
     kernel: Literal["auto", "native", "fused", "keras"] = "auto"
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     batch_parts: Literal["auto"] | Annotated[int, Strict(), Field(ge=1, le=16)] = "auto"
+    augment: AugmentConfig = Field(default_factory=AugmentConfig)
 
 
 @dataclass(config=_STRICT)

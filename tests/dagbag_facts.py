@@ -6,7 +6,13 @@ from airflow.sdk.definitions.mappedoperator import MappedOperator
 from pipeline.orchestration.failures import DataValidationError, ParamsError, RemoteUnavailable, StageFailed
 
 def schedule(dag):
-    return getattr(dag.timetable, "expression", None) or str(dag.schedule)
+    clock = getattr(dag.timetable, "timetable", dag.timetable)   # AssetOrTimeSchedule's clock
+    return getattr(clock, "expression", None) or str(dag.schedule)
+
+def assets(dag):
+    """The assets whose events start the DAG (besides its clock)."""
+    condition = getattr(dag.timetable, "asset_condition", None)
+    return sorted(a.name for a in getattr(condition, "objects", [condition]) if a is not None)
 
 def first_run_in_future(dag):
     # unpausing must start no run for a period already past (no unrequested catch-up)
@@ -29,18 +35,25 @@ def facts(dag):
             "timeout_s": t.execution_timeout and t.execution_timeout.total_seconds(),
             "pool": t.pool, "mapped": isinstance(t, MappedOperator),
             "upstream": sorted(t.upstream_task_ids), "trigger_rule": getattr(t.trigger_rule, "value", t.trigger_rule),
-            "outlets": [a.name for a in t.outlets],
-            "policy": {e.__name__: policy.evaluate(e("x"), 1, 3).action.value
-                       for e in (DataValidationError, ParamsError, RemoteUnavailable, StageFailed)}}
-    return {"schedule": schedule(dag), "first_run_in_future": first_run_in_future(dag),
+            "outlets": [a.name for a in t.outlets], "inlets": [a.name for a in t.inlets],
+            "policy": policy and {e.__name__: policy.evaluate(e("x"), 1, 3).action.value
+                                  for e in (DataValidationError, ParamsError, RemoteUnavailable,
+                                            StageFailed)}}
+    return {"schedule": schedule(dag), "assets": assets(dag),
+            "first_run_in_future": first_run_in_future(dag),
             "catchup": dag.catchup, "tags": sorted(dag.tags),
             "max_active_runs": dag.max_active_runs, "doc": dag.doc_md or "", "tasks": tasks}
 
 bag = DagBag(dag_folder=sys.argv[1])
 out = {"errors": bag.import_errors, "dags": sorted(bag.dags)}
-if "retrain" in bag.dags:
-    out["retrain"] = facts(bag.dags["retrain"])
-os.environ.update(RETRAIN_SCHEDULE="0 3 * * 1", RETRAIN_POOL="gpus")
-again = DagBag(dag_folder=sys.argv[1]).dags["retrain"]
-out["overridden"] = {"schedule": schedule(again), "pool": again.get_task("train").pool}
+for dag_id in ("retrain", "retrain_watch"):
+    if dag_id in bag.dags:
+        out[dag_id] = facts(bag.dags[dag_id])
+os.environ.update(RETRAIN_SCHEDULE="0 3 * * 1", RETRAIN_POOL="gpus", RETRAIN_WATCH_SCHEDULE="*/5 * * * *")
+again = DagBag(dag_folder=sys.argv[1]).dags
+out["overridden"] = {"schedule": schedule(again["retrain"]), "pool": again["retrain"].get_task("train").pool,
+                     "watch": schedule(again["retrain_watch"])}
+os.environ.update(RETRAIN_SCHEDULE="none")
+no_clock = DagBag(dag_folder=sys.argv[1]).dags["retrain"]
+out["no_clock"] = {"timetable": type(no_clock.timetable).__name__, "assets": assets(no_clock)}
 print(json.dumps(out, default=str))

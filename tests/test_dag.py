@@ -53,17 +53,22 @@ def dagbag(airflow) -> dict:
 
 def test_dag_folder_imports_without_errors(dagbag):
     assert dagbag["errors"] == {}
-    assert dagbag["dags"] == [DAG_ID]
+    assert dagbag["dags"] == [DAG_ID, "retrain_watch"]
     dag = dagbag[DAG_ID]
     assert set(dag["tasks"]) == {*STAGE_TASKS, "publish"}
     assert dag["tags"] and "dvc" in dag["tags"]
     assert dag["doc"].strip().startswith("### retrain")
     assert (dag["schedule"], dag["catchup"], dag["max_active_runs"]) == ("0 0 * * 0", False, 1)  # @weekly
+    assert dag["assets"] == ["retrain_source"]   # ... or when the dataset's source changed
     assert dag["first_run_in_future"], "unpausing would start a run for a week already past"
-    assert dagbag["overridden"] == {"schedule": "0 3 * * 1", "pool": "gpus"}
+    watch = dagbag["retrain_watch"]
+    assert (watch["schedule"], watch["catchup"], watch["first_run_in_future"]) == ("0 * * * *", False, True)
+    assert watch["tasks"]["watch"]["inlets"] == watch["tasks"]["watch"]["outlets"] == ["retrain_source"]
+    assert dagbag["overridden"] == {"schedule": "0 3 * * 1", "pool": "gpus", "watch": "*/5 * * * *"}
+    assert dagbag["no_clock"] == {"timetable": "AssetTriggeredTimetable", "assets": ["retrain_source"]}
 
 
-def test_every_task_retries_with_backoff_and_has_a_timeout(dagbag):
+def test_every_task_retries_with_backoff_and_has_a_timeout(dagbag):  # of retrain
     tasks = dagbag[DAG_ID]["tasks"]
     for name, task in tasks.items():
         assert task["retries"] >= 1 and task["backoff"] >= 2 and task["retry_delay_s"] > 0, name
@@ -220,7 +225,8 @@ def test_the_run_record_equals_a_plain_dvc_repro(dag_run, tiny_repro, tmp_path):
     for model in config.load(record / "params.yaml").models:  # training metrics, less the clock
         ours, plain = (json.loads((p / f"metrics/train/{model}/metrics.json").read_text())
                        for p in (record, tiny_repro))
-        assert {**ours, "wall_time_s": 0} == {**plain, "wall_time_s": 0}, model
+        clock = dict.fromkeys(("wall_time_s", "seconds_per_epoch", "seconds_to_reference_val"))
+        assert {**ours, **clock} == {**plain, **clock}, model
     for rel in ("metrics/evaluate.json", "metrics/validate.json", "reports/report.md"):
         assert (record / rel).exists(), rel
 
@@ -242,6 +248,25 @@ def test_dags_test_publishes_the_champion(dag_run, airflow):
     extra = json.loads(extra)
     assert name == "retrain_champion"
     assert (extra["decision"], extra["model"]) == ("replaced", card)
+
+
+def test_a_run_that_changed_nothing_trains_nothing_and_says_so(dag_run, airflow, tmp_path):
+    project = copy_project(dag_run[0], tmp_path / "same")
+    record = sh("git", "rev-parse", "pipeline-runs", cwd=project).stdout
+    first = sh("git", "log", "-1", "--format=%s", "pipeline-runs", cwd=project).stdout
+    proc, seconds = dags_test(airflow, project, PIPELINE_PROJECT_DIR=str(project))
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 0, output[-6000:]
+    run_id = first.removeprefix("retrain ").split(": ")[0]
+    assert f"retrain: nothing changed since run {run_id} (data, code, params): no training" \
+        in output
+    assert "Running stage 'train" not in output and "Running stage 'validate'" in output
+    states = task_states(airflow)
+    assert {t: s for (t, _), (s, _) in states.items()} == {
+        "fetch": "success", "validate": "success", "split": "success",
+        "train": "skipped", "evaluate": "skipped", "publish": "skipped"}
+    assert sh("git", "rev-parse", "pipeline-runs", cwd=project).stdout == record  # no new record
+    print(f"\nnothing changed: {seconds:.0f} s")
 
 
 def test_failed_validation_stops_the_run_and_keeps_the_champion(dag_run, airflow, tmp_path):

@@ -134,3 +134,59 @@ def test_missing_file_in_local_mirror(tmp_path):
 def test_missing_mirror_folder_is_a_clear_error(tmp_path):
     with pytest.raises(StageError, match="local mirror folder does not exist"):
         fetch.run(_params(mirror_dir=str(tmp_path / "nowhere")), tmp_path / "raw")
+
+
+def _unpinned(mirror: Path):
+    """The tiny dataset with no SHA-256 pinned: the mirror may change under it."""
+    import dataclasses
+    params = _params(mirror_dir=str(mirror))
+    files = {role: (name, None) for role, (name, _) in params.dataset.files.items()}
+    return dataclasses.replace(params, datasets={"tiny": dataclasses.replace(params.dataset,
+                                                                             files=files)})
+
+
+def test_an_unpinned_source_that_changed_is_fetched_again(tmp_path):
+    mirror = Path(shutil.copytree(FIXTURE_DIR, tmp_path / "mirror"))
+    params, out = _unpinned(mirror), tmp_path / "raw"
+    first = fetch.run(params, out)
+    assert not first["train-labels-idx1-ubyte.gz"]["pinned"]
+    kept = (out / "train-images-idx3-ubyte.gz").stat().st_mtime_ns
+    changed = mirror / "train-labels-idx1-ubyte.gz"
+    changed.write_bytes(changed.read_bytes()[:-1] + b"\x01")
+    again = fetch.run(params, out)
+    assert again["train-labels-idx1-ubyte.gz"]["sha256"] == fetch.sha256_of(changed) != \
+        first["train-labels-idx1-ubyte.gz"]["sha256"]
+    assert (out / "train-labels-idx1-ubyte.gz").read_bytes() == changed.read_bytes()
+    # an unchanged file is left as it was (DVC finds the same hash)
+    assert again["train-images-idx3-ubyte.gz"]["source"].endswith(", unchanged")
+    assert (out / "train-images-idx3-ubyte.gz").stat().st_mtime_ns == kept
+
+
+def test_null_sha256_is_allowed_and_a_bad_one_is_named(tmp_path):
+    pinned = config.load(TINY_PARAMS).dataset.sha256("test_labels")
+    params = tmp_path / "params.yaml"
+    shutil.copy(TINY_PARAMS, params)
+    params.write_text(params.read_text().replace(pinned, "null"))
+    assert config.load(params).dataset.sha256("test_labels") is None
+    params.write_text(params.read_text().replace("t10k-labels-idx1-ubyte.gz, null",
+                                                 "t10k-labels-idx1-ubyte.gz, abc"))
+    with pytest.raises(config.ConfigError, match="datasets.tiny.files.test_labels"):
+        config.load(params)
+
+
+def test_the_fingerprint_of_a_source_changes_only_with_its_files(tmp_path, server):
+    mirror = Path(shutil.copytree(FIXTURE_DIR, tmp_path / "mirror"))
+    params = _params(mirror_dir=str(mirror))
+    before = fetch.fingerprint(params)
+    assert fetch.fingerprint(params) == before and before["source"] == str(mirror)
+    (mirror / "t10k-images-idx3-ubyte.gz").write_bytes(b"new data")
+    after = fetch.fingerprint(params)
+    assert after != before and after["files"]["t10k-images-idx3-ubyte.gz"] == \
+        hashlib.sha256(b"new data").hexdigest()
+    # over HTTP: what the first mirror that answers says of each file, nothing downloaded
+    served = fetch.fingerprint(_params([f"{server}/missing/", f"{server}/"]))
+    assert served["source"] == f"{server}/"
+    assert all(tag.endswith(str((FIXTURE_DIR / n).stat().st_size))
+               for n, tag in served["files"].items())
+    with pytest.raises(StageError, match="no mirror answered"):
+        fetch.fingerprint(_params([f"{server}/missing/"]))

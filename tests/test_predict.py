@@ -15,7 +15,7 @@ from conftest import FIXTURE_DIR, ROOT, sh
 from pipeline import config
 from pipeline.serve import export
 from pipeline.data import idx
-from pipeline.serve import predict
+from pipeline.serve import images, predict
 from pipeline.rnn import model as model_lib
 
 TEST_IMAGES = FIXTURE_DIR / "t10k-images-idx3-ubyte.gz"
@@ -156,3 +156,31 @@ def test_command_line_exit_status(ckpt, good, tmp_path):
     assert [l for l in proc.stderr.splitlines() if l.startswith("predict")] == [
         f"predict: error: {tmp_path / 'empty.jpg'}: empty file"]
     assert str(good) in proc.stdout
+
+
+def test_basic_and_deskew_options_change_what_the_model_reads(tmp_path, monkeypatch, capsys):
+    """A thick, slanted 1: --basic skips the pen step, --deskew stands it up; each
+    hands the model another 28x28 image (the model here records what it reads)."""
+    from PIL import ImageDraw
+
+    canvas = Image.new("L", (240, 240), 255)
+    ImageDraw.Draw(canvas).line([(150, 30), (90, 210)], fill=0, width=40)
+    canvas.save(tmp_path / "one.png")
+    read = []
+
+    def recorder(path):
+        def probabilities(x):
+            read.append(x[0].copy())
+            return np.full((len(x), 10), 0.1)
+        return probabilities
+
+    monkeypatch.setattr(predict, "_keras", recorder)
+    (tmp_path / "m.keras").write_bytes(b"")
+    for flags in ([], ["--basic"], ["--deskew"]):
+        assert _run(capsys, tmp_path / "one.png", "--model", tmp_path / "m.keras", *flags)[0] == 0
+    default, basic, deskewed = read
+    np.testing.assert_array_equal(default, images.load(tmp_path / "one.png")[0])
+    np.testing.assert_array_equal(basic, images.load(tmp_path / "one.png", images.BASIC)[0])
+    np.testing.assert_array_equal(deskewed, images.load(tmp_path / "one.png",
+                                                        images.Steps(deskew=True))[0])
+    assert not np.array_equal(default, basic) and not np.array_equal(default, deskewed)

@@ -43,7 +43,8 @@ def raw(tmp_path) -> Path:
 
 def run(params, tmp_path, raw):
     return validate.run(params, raw_dir=raw, docs_dir=tmp_path / "docs",
-                        metrics_path=tmp_path / "metrics" / "validate.json")
+                        metrics_path=tmp_path / "metrics" / "validate.json",
+                        references=[tmp_path / "no-champion"])   # drift: tests/test_drift.py
 
 
 def failure(params, tmp_path, raw) -> str:
@@ -94,6 +95,9 @@ def test_tiny_fixture_passes_and_writes_docs_and_summary(params, tmp_path, raw):
     assert json.loads((tmp_path / "metrics" / "validate.json").read_text()) == summary
     assert (tmp_path / "docs" / "index.html").is_file()
     assert not (tmp_path / "docs" / "stale.html").exists()
+    # the data's profile, which evaluate keeps beside the champion; drift needs one there
+    assert json.loads((tmp_path / "docs" / "profile.json").read_text())["images"] == 600
+    assert summary["drift"] == {"checked": False, "reason": "no champion yet: drift not checked"}
 
 
 def test_label_outside_classes_fails_naming_the_expectation(params, tmp_path, raw):
@@ -109,6 +113,7 @@ def test_label_outside_classes_fails_naming_the_expectation(params, tmp_path, ra
     # The evidence is kept even though the stage failed.
     summary = json.loads((tmp_path / "metrics" / "validate.json").read_text())
     assert summary["success"] is False and summary["expectations_failed"] == 2
+    assert summary["drift"]["reason"] == "the expectations failed: drift not checked"
     assert (tmp_path / "docs" / "index.html").is_file()
 
 

@@ -14,6 +14,11 @@ outputs), pulls exactly its stage's data inputs from the DVC remote, runs
 the record with its own entry added. So any task can run on any worker, a
 retry may land elsewhere, and trainings never contend for one DVC lock.
 
+Every run reruns fetch and validate (``OUTSIDE``: they read what DVC does not
+track); validate gets the published champion from the record branch. With
+``look_ahead`` a task asks DVC whether the stages after it are up to date
+against the last recorded run: a run that changed nothing trains nothing.
+
 Failures are raised as the classes the DAG's retry policy acts on
 (``pipeline/orchestration/failures.py``): a DVC remote that fails is transient
 (retried later), a missing stage or bad params permanent (never retried), and
@@ -44,6 +49,8 @@ from pipeline.orchestration.failures import (ParamsError, PermanentError, Remote
 log = logging.getLogger("pipeline.orchestration.orchestrate")
 
 OUTPUT_TAIL_LINES = 400     # lines of a command's output kept to explain a failure
+# Stages that read what DVC does not track: rerun on every run, DVC's hashes decide the rest.
+OUTSIDE = {"fetch": "the dataset's source", "validate": "the published champion's data profile"}
 
 
 # --- running commands -------------------------------------------------------
@@ -131,8 +138,9 @@ def stage_facts(ws: Path, stage: str) -> dict:
         cached = {str(o.def_path) for s in stages if s is not this for o in s.outs if o.use_cache}
         deps = [str(d.def_path) for d in this.deps]
         inside = lambda a, b: a == b or a.startswith(b.rstrip("/") + "/")  # noqa: E731
-        return {"order": [s.name for s in stages],
-                "uncached": [str(o.def_path) for o in this.outs if not o.use_cache],
+        uncached = {s.name: [str(o.def_path) for o in s.outs if not o.use_cache] for s in stages}
+        return {"order": [s.name for s in stages], "uncached": uncached[stage],
+                "later": {s.name: uncached[s.name] for s in stages[stages.index(this) + 1:]},
                 "inputs": sorted(o for o in cached if any(inside(o, d) or inside(d, o)
                                                           for d in deps))}
 
@@ -187,7 +195,8 @@ def _repro(ws: Path, stage: str, run_id: str, remote: str) -> tuple[int, str]:
     left in the DVC remote, and keeps its own state there as it goes (``resume``)."""
     work = resume.work_of(ws, stage)
     if work is None:
-        return dvc(ws, "repro", "--single-item", stage, what=stage)
+        return dvc(ws, "repro", *(["--force"] if stage in OUTSIDE else []), "--single-item",
+                   stage, what=stage)
     resume.fetch(ws, stage, run_id, remote, work)
     with resume.mirrored(ws, stage, run_id, remote, work):
         return dvc(ws, "repro", "--single-item", stage, what=stage,
@@ -195,11 +204,12 @@ def _repro(ws: Path, stage: str, run_id: str, remote: str) -> tuple[int, str]:
 
 
 def run_stage(stage: str, upstream: dict | None = None, *, run_id: str = "manual",
-              project: Path | str | None = None, bundle=None) -> dict:
+              project: Path | str | None = None, bundle=None, look_ahead: bool = False) -> dict:
     """Run one stage in a fresh workspace; return the record for downstream tasks.
 
     The record also lists the models of the run's params.yaml (``models``),
-    which the DAG maps ``train`` over.
+    which the DAG maps ``train`` over, and with ``look_ahead`` the last recorded
+    run the later stages are unchanged since (``unchanged_since``; None if any changed).
     """
     started = time.monotonic()
     project = Path(project).resolve() if project else None
@@ -210,6 +220,15 @@ def run_stage(stage: str, upstream: dict | None = None, *, run_id: str = "manual
     workspace.apply(ws, upstream or {}, facts["order"])
     pull(ws, facts["inputs"], remote, stage)
     pull(ws, [stage], remote, stage, allow_missing=True)  # so an unchanged stage is skipped
+    if stage == "validate":   # it compares the data with the published champion's
+        try:
+            last = workspace.last_run(ws, params.publish.record_branch)
+            champion = last and workspace.place_champion(ws, last[0], params.publish.champion_dir)
+        except workspace.WorkspaceError as exc:
+            raise RemoteUnavailable(f"validate: cannot read the published champion (retried "
+                                    f"later): {exc}") from None
+        if champion:
+            pull(ws, [champion], remote, stage)
     rc, out = _repro(ws, stage, run_id, remote)
     if rc != 0:
         raise classify(stage, out, ws)
@@ -220,9 +239,15 @@ def run_stage(stage: str, upstream: dict | None = None, *, run_id: str = "manual
     record = workspace.capture(ws, stage, facts["uncached"], source, upstream or {},
                                outcome=outcome, seconds=seconds, finished=time.time())
     record["models"] = list(params.models)
-    shutil.rmtree(ws, ignore_errors=True)
     log.info("%s: %s in %.1f s on %s (commit %s)", stage, outcome, seconds,
              record["stages"][stage]["host"], source.commit[:10])
+    if look_ahead:
+        record["unchanged_since"] = workspace.unchanged_since(
+            ws, facts["later"], facts["order"], params.publish.record_branch, remote)
+        if record["unchanged_since"]:
+            log.info("retrain: nothing changed since run %s (data, code, params): no training",
+                     record["unchanged_since"])
+    shutil.rmtree(ws, ignore_errors=True)
     return record
 
 

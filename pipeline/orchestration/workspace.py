@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import os
 import shutil
 import socket
@@ -218,6 +219,68 @@ def capture(ws: Path, stage: str, uncached: list[str], source: Source, upstream:
     stages = dict((upstream or {}).get("stages", {}))
     stages[stage] = own
     return {"git_url": source.git_url, "commit": source.commit, "stages": stages}
+
+
+# --- the last recorded run -------------------------------------------------------
+
+def last_run(ws: Path, branch: str) -> tuple[str, str] | None:
+    """The tip of the record branch on the run's git source and the run id its message
+    names (``retrain <run id>: ...``, written by publish); None before the first run."""
+    tip = git(ws, "ls-remote", "--heads", "origin", branch).split()
+    if not tip:
+        return None
+    git(ws, "fetch", "--quiet", "origin", f"refs/heads/{branch}")
+    subject = git(ws, "log", "-1", "--format=%s", tip[0])
+    return tip[0], subject.removeprefix("retrain ").split(": ", 1)[0]
+
+
+def place_champion(ws: Path, commit: str, champion_dir: str) -> str | None:
+    """The recorded run's ``<champion_dir>.dvc`` (the published champion) into the workspace,
+    for ``dvc pull``; None where that run published none. The file stays out of the record."""
+    dvc_file = f"{champion_dir}.dvc"
+    if not git(ws, "ls-tree", "--name-only", commit, "--", dvc_file):
+        return None
+    (ws / dvc_file).parent.mkdir(parents=True, exist_ok=True)
+    (ws / dvc_file).write_text(git(ws, "show", f"{commit}:{dvc_file}") + "\n")
+    return dvc_file
+
+
+def seed(ws: Path, commit: str, stages: dict[str, list[str]], order: list[str]) -> bool:
+    """Give the workspace the recorded run's ``dvc.lock`` entries of ``stages`` (name -> its
+    uncached outputs), those outputs and its .gitignore files (one inside a folder, as in
+    models/checkpoints, is in the folder's hash); False where it lacks one of the stages."""
+    import yaml
+    recorded = (yaml.safe_load(git(ws, "show", f"{commit}:dvc.lock", check=False) or "{}")
+                or {}).get("stages", {})
+    if not stages or any(name not in recorded for name in stages):
+        return False
+    lock = read_lock(ws)
+    lock.update({name: recorded[name] for name in stages})
+    write_lock(ws, lock, order)
+    paths = [path.rstrip("/") for outs in stages.values() for path in outs]
+    files = [f for f in git(ws, "ls-tree", "-r", "--name-only", commit).splitlines()
+             if f.endswith(".gitignore") or any(f == p or f.startswith(p + "/") for p in paths)]
+    if files:
+        git(ws, "checkout", commit, "--", *files)
+    return True
+
+
+def unchanged_since(ws: Path, later: dict[str, list[str]], order: list[str], branch: str,
+                    remote: str) -> str | None:
+    """The last recorded run's id where DVC finds every stage of ``later`` (name -> its
+    uncached outputs) up to date against it (data, code, params); else None."""
+    try:
+        last = last_run(ws, branch)
+        if not last or not seed(ws, last[0], later, order):
+            return None
+    except WorkspaceError as exc:
+        print(f"workspace: cannot compare with the last recorded run: {exc}", flush=True)
+        return None
+    subprocess.run([_dvc(), "pull", "--remote", remote, "--allow-missing"], cwd=ws,
+                   capture_output=True)   # what the remote lacks shows up in the status
+    status = subprocess.run([_dvc(), "status", "--json", *later], cwd=ws, capture_output=True,
+                            text=True)
+    return last[1] if status.returncode == 0 and not json.loads(status.stdout or "{}") else None
 
 
 def read_lock(ws: Path) -> dict:

@@ -20,6 +20,7 @@ ACCURACY = (("test_accuracy", "test acc", "pct"), ("val_accuracy", "val acc", "p
 COST = (("train_wall_time_s", "train time", "s"), ("params", "params", "count"),
         ("best_epoch", "best epoch", "epoch"), ("throughput_img_s", "inference img/s", "rate"))
 DASH = "—"
+VALIDATION = config.VALIDATION_METRICS.as_posix()   # its ``drift``: drift_section
 
 
 def _duration(s: float) -> str:
@@ -122,6 +123,36 @@ def _quote(notes: list[str]) -> list[str]:
     return ["\n>\n".join(f"> {n}" for n in notes), ""] if notes else []
 
 
+def drift_section(pairs: dict[str, tuple], old_label: str, new_label: str) -> list[str]:
+    """validate's drift check at both revisions (the ``drift`` of metrics/validate.json)."""
+    from pipeline.data.drift import STATISTICS
+
+    def side(i: int) -> str:
+        d = {k.removeprefix("drift."): v[i] for k, v in pairs.items() if k.startswith("drift.")}
+        if not d.get("checked"):
+            return f"not checked ({d.get('reason') or 'no drift check at this revision'})"
+        verdict = ("passed" if d.get("passed") else "**drift, flagged**" if d.get("flagged")
+                   else "**drift: the run stopped**")
+        return (f"{verdict} against the champion in `{d.get('reference.from')}` (model "
+                f"{d.get('reference.model')}, run {d.get('reference.run_id') or 'not published'})")
+
+    def cell(name: str, i: int) -> str:
+        value, passed = (pairs.get(f"drift.statistics.{name}.{k}", (None, None))[i]
+                         for k in ("value", "passed"))
+        return DASH if value is None else f"{value:.4f}" + (" pass" if passed else " **drift**")
+    names = [s for s in STATISTICS if any(k.startswith(f"drift.statistics.{s}.") for k in pairs)]
+    lines = ["## Data drift (validate)", "", f"{old_label}: {side(0)}.", "",
+             f"{new_label}: {side(1)}.", ""]
+    if names:
+        limits = {s: [v for v in pairs.get(f"drift.statistics.{s}.threshold", ()) if v is not None]
+                  for s in names}
+        lines += _table(["statistic", "threshold", old_label, new_label],
+                        [[f"`{s}`", " → ".join(f"{v:g}" for v in dict.fromkeys(limits[s])),
+                          cell(s, 0), cell(s, 1)] for s in names])
+        lines.append("")
+    return lines
+
+
 def render(c: Comparison, old_label: str, new_label: str = "workspace") -> str:
     from pipeline.review import evidence
 
@@ -147,6 +178,8 @@ def render(c: Comparison, old_label: str, new_label: str = "workspace") -> str:
         summary.append("**base and head ran on different kinds of machine**")
     summary.append(f"champion **{champ_new}** (unchanged)" if champ_old == champ_new
                    else f"**champion changed: {champ_old} → {champ_new}**")
+    if c.pairs.get(VALIDATION, {}).get("drift.flagged", (None, None))[1]:
+        summary.append("**the data drifted (flagged by validate)**")
     summary.append(f"{len(c.params)} param{'s' * (len(c.params) != 1)} changed")
     summary.append(f"DVC reran {', '.join(f'`{s}`' for s in reran)}" if reran
                    else "no stage was rerun")
@@ -186,6 +219,8 @@ def render(c: Comparison, old_label: str, new_label: str = "workspace") -> str:
               (f"**{champ_new}**, unchanged." if champ_old == champ_new
                else f"**Changed: {champ_old} → {champ_new}.**")
               + " The champion is the model with the best validation accuracy.", ""]
+
+    lines += drift_section(c.pairs.get(VALIDATION, {}), old_label, new_label)
 
     lines += ["## Accuracy", "", "Test set, on each model's best-validation checkpoint. "
               "Models in bold changed significantly (see the paired test below); "

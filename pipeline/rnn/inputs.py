@@ -26,13 +26,18 @@ def no_autotune(ds):
 
 
 def training(x, y, cfg: config.TrainConfig):
-    """Endless seeded shuffles of (x, y) in batches of ``cfg.batch_size``; uint8 in, float out."""
+    """Endless seeded shuffles of (x, y) in batches of ``cfg.batch_size``; uint8 in, float out;
+    each batch changed at random when ``cfg.augment`` asks for it (``pipeline.rnn.augment``)."""
     import tensorflow as tf
+
+    from pipeline.rnn import augment
 
     ds = tf.data.Dataset.from_tensor_slices((x, y))
     ds = ds.shuffle(len(x), seed=cfg.seed, reshuffle_each_iteration=True)
     ds = ds.batch(cfg.batch_size).repeat()
     ds = ds.map(lambda a, b: (tf.cast(a, tf.float32), b))  # uint8 pixels -> float
+    if augment.active(cfg.augment):  # off: not even an identity map, the same pipeline as before
+        ds = augment.apply(ds, cfg.augment, cfg.seed)
     return no_autotune(ds.prefetch(2))
 
 

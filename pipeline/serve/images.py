@@ -18,6 +18,14 @@ those steps (docs/serving.md lists them for users):
 6. the box is scaled so its longer side is 20 pixels (Lanczos, aspect kept);
 7. pasted into 28x28 black so its centre of mass lands on pixel (14, 14).
 
+Digits that were not drawn like MNIST's (fonts, markers, hairlines, small
+pictures enlarged, other slants) need more between 5 and 6
+(``pipeline.serve.normalise``, on the box resampled to 80 px): 5a square pixels
+of an enlarged small picture undone, 5b smooth resampling, 5c the pen's width
+brought into MNIST's 10th-90th percentile, 5d (optional, off) the slant sheared
+away. ``Steps`` says which run: ``DEFAULT`` = 5a-5c, ``BASIC`` = none (as before
+issue 25, for comparison; reports/pictures.md measures both).
+
 IDX files (MNIST's own format, gzip-compressed or not) are already in that
 form and are returned unchanged. Every failure raises ``ImageError`` whose
 message is one line naming the file.
@@ -27,6 +35,7 @@ from __future__ import annotations
 
 import gzip
 import struct
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +45,18 @@ BOX = 20            # MNIST fits the digit's longer side in 20 pixels
 BORDER_SHARE = 0.05  # outer frame used to judge the background
 INK_SHARE = 0.2     # a pixel belongs to the digit above this share of full brightness
 IDX_IMAGES_MAGIC = 0x00000803
+
+
+@dataclass(frozen=True)
+class Steps:
+    """Which of ``to_mnist``'s optional steps (5a-5d, ``pipeline.serve.normalise``) run."""
+    low_res: bool = True    # 5a: square pixels of an enlarged small picture undone
+    strokes: bool = True    # 5c: the pen's width brought into MNIST's range
+    deskew: bool = False    # 5d: the slant sheared away (the models learnt MNIST's slants)
+
+
+DEFAULT = Steps()
+BASIC = Steps(low_res=False, strokes=False)  # steps 1-7 only, as before issue 25
 
 
 class ImageError(ValueError):
@@ -71,7 +92,7 @@ def read_idx_images(path: Path, raw: bytes) -> np.ndarray:
     return np.frombuffer(raw, dtype=np.uint8, offset=16).reshape(n, rows, cols)
 
 
-def load(path: Path) -> np.ndarray:
+def load(path: Path, steps: Steps = DEFAULT) -> np.ndarray:
     """(n, 28, 28) uint8 digits from a picture (n = 1) or an IDX file (n >= 0)."""
     from PIL import Image, ImageOps, UnidentifiedImageError
 
@@ -98,7 +119,7 @@ def load(path: Path) -> np.ndarray:
         raise ImageError(f"{path}: not an image (PNG, JPEG or IDX expected)") from None
     except (OSError, SyntaxError, ValueError) as exc:
         raise ImageError(f"{path}: unreadable image ({exc})") from None
-    return to_mnist(_grey(img), path)[None]
+    return to_mnist(_grey(img), path, steps)[None]
 
 
 def _grey(img) -> np.ndarray:
@@ -112,7 +133,7 @@ def _grey(img) -> np.ndarray:
     return np.asarray(img.convert("L"), dtype=np.float32)
 
 
-def to_mnist(grey: np.ndarray, name: object = "image") -> np.ndarray:
+def to_mnist(grey: np.ndarray, name: object = "image", steps: Steps = DEFAULT) -> np.ndarray:
     """A grey picture of one digit, any size and polarity -> 28x28 uint8, MNIST-style."""
     from PIL import Image, ImageFilter
 
@@ -135,13 +156,40 @@ def to_mnist(grey: np.ndarray, name: object = "image") -> np.ndarray:
     if rows.size == 0:
         raise ImageError(f"{name}: no digit found (only specks stand out from the background)")
     crop = levels[rows.min(): rows.max() + 1, cols.min(): cols.max() + 1]
+    if steps.low_res or steps.strokes or steps.deskew:
+        crop = _normalised(crop, steps)
+    return _centred(_fitted(crop))
+
+
+def _normalised(crop: np.ndarray, steps: Steps) -> np.ndarray:
+    """Steps 5a-5d (``pipeline.serve.normalise``): the box at 80 px, pen and slant like MNIST's."""
+    from pipeline.serve import normalise
+
+    work = normalise.to_work(normalise.unblock(crop) if steps.low_res else crop)
+    if steps.strokes:
+        work = normalise.normalise_strokes(work)
+    if steps.deskew:
+        work = normalise.deskew(work)
+    rows, cols = np.nonzero(work > INK_SHARE * 255)  # the box again: strokes and shear moved it
+    if rows.size == 0:  # nothing as bright as the box's threshold is left: keep it all
+        return work
+    return work[rows.min(): rows.max() + 1, cols.min(): cols.max() + 1]
+
+
+def _fitted(crop: np.ndarray) -> np.ndarray:
+    """Step 6: the box scaled so its longer side is 20 pixels (Lanczos, aspect kept)."""
+    from PIL import Image
 
     ch, cw = crop.shape
     scale = BOX / max(ch, cw)
     size = (max(1, round(cw * scale)), max(1, round(ch * scale)))  # PIL: (width, height)
-    digit = np.asarray(Image.fromarray(crop).resize(size, Image.Resampling.LANCZOS),
-                       dtype=np.float32)
+    image = (Image.fromarray(crop) if crop.dtype == np.uint8
+             else Image.fromarray(crop.astype(np.float32), mode="F"))
+    return np.asarray(image.resize(size, Image.Resampling.LANCZOS), dtype=np.float32)
 
+
+def _centred(digit: np.ndarray) -> np.ndarray:
+    """Step 7: pasted into 28x28 black with its centre of mass on pixel (14, 14)."""
     mass = digit.sum()
     ys, xs = np.indices(digit.shape)
     cy, cx = (ys * digit).sum() / mass, (xs * digit).sum() / mass

@@ -4,7 +4,8 @@ Not a stage and no params: the command a user runs after the pipeline.
 Inputs: files or folders (searched recursively for .png, .jpg, .jpeg, IDX
 files) of pictures of any size and colour, and IDX image files (one
 prediction per image). Pictures are brought to MNIST's form by
-``pipeline.serve.images`` (see docs/serving.md). Output, per image: the predicted class,
+``pipeline.serve.images`` (see docs/serving.md; ``--deskew`` adds the optional
+slant correction, ``--basic`` keeps only the steps from before issue 25). Output, per image: the predicted class,
 its probability and the runner-up with its probability, as a table or, with
 ``--json``, as one JSON object per line.
 
@@ -33,7 +34,7 @@ from typing import Callable, Iterator
 import numpy as np
 
 from pipeline import config
-from pipeline.serve.images import ImageError, load
+from pipeline.serve.images import BASIC, DEFAULT, ImageError, Steps, load
 
 PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg")
 CHAMPIONS = (config.CHAMPION_DIR, Path("models/champion"))
@@ -152,14 +153,15 @@ def rank(probs: np.ndarray) -> list[dict]:
 
 
 def predict_paths(paths: list[Path], probabilities: Callable[[np.ndarray], np.ndarray],
-                  on_error: Callable[[str], None] = print) -> tuple[list[dict], int]:
+                  on_error: Callable[[str], None] = print,
+                  steps: Steps = DEFAULT) -> tuple[list[dict], int]:
     """Predict every input; returns (one record per image, number of failed inputs)."""
     records, failed = [], 0
     for path in find_inputs(paths):
         try:
             if path.is_dir():
                 raise ImageError(f"{path}: folder holds no .png, .jpg, .jpeg or IDX files")
-            digits = load(path)
+            digits = load(path, steps)
         except ImageError as exc:
             on_error(str(exc))
             failed += 1
@@ -171,9 +173,23 @@ def predict_paths(paths: list[Path], probabilities: Callable[[np.ndarray], np.nd
 
 
 def run(paths: list[Path], model: str | None = None, version: str | None = None,
-        root: Path = Path("."), on_error: Callable[[str], None] = print) -> tuple[list[dict], int]:
+        root: Path = Path("."), on_error: Callable[[str], None] = print,
+        steps: Steps = DEFAULT) -> tuple[list[dict], int]:
     """Load the model the options name, then ``predict_paths``."""
-    return predict_paths(paths, resolve(model, version, root)[1], on_error)
+    return predict_paths(paths, resolve(model, version, root)[1], on_error, steps)
+
+
+def add_step_options(parser: argparse.ArgumentParser) -> None:
+    """``--deskew`` and ``--basic``: the optional preprocessing steps (docs/serving.md)."""
+    parser.add_argument("--deskew", action="store_true",
+                        help="also shear each picture's slant away (off: the models learnt slants)")
+    parser.add_argument("--basic", action="store_true", help="only the basic steps 1-7 (no "
+                        "low-resolution or stroke-width step), as before issue 25")
+
+
+def steps_of(args: argparse.Namespace) -> Steps:
+    base = BASIC if args.basic else DEFAULT
+    return Steps(low_res=base.low_res, strokes=base.strokes, deskew=args.deskew)
 
 
 def table(records: list[dict]) -> str:
@@ -195,6 +211,7 @@ def main(argv: list[str] | None = None) -> int:
     which.add_argument("--version", help="a registry version, e.g. champion@v0.0.2, "
                        "or champion#prod for the production one")
     parser.add_argument("--json", action="store_true", help="one JSON object per line")
+    add_step_options(parser)
     args = parser.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -202,7 +219,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"predict: error: {message}", file=sys.stderr)
 
     try:
-        records, failed = run(args.paths, args.model, args.version, on_error=error)
+        records, failed = run(args.paths, args.model, args.version, on_error=error,
+                              steps=steps_of(args))
     except ModelError as exc:
         error(str(exc))
         return 2

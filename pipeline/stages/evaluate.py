@@ -3,7 +3,9 @@
 Params: ``evaluate`` (batch_size, throughput_repeats), ``models``,
 ``fetch.dataset`` and ``datasets`` (checksums for the model card; the dataset's
 own ``references``, the only ones the report compares with).
-Inputs: ``data/split/``, ``models/checkpoints/``, ``metrics/train/``.
+Inputs: ``data/split/``, ``models/checkpoints/``, ``metrics/train/``, and
+``reports/validation/profile.json`` (the data's drift profile, kept beside the
+champion so the next run's validate can compare its data with the champion's).
 Outputs: ``metrics/evaluate.json`` (per model: test accuracy and loss,
 per-class precision/recall/F1, parameters, training wall time, throughput,
 best epoch, the test accuracy's exact 95% interval; plus the champion and the
@@ -11,7 +13,7 @@ machine), ``reports/predictions.csv`` (every test image's label and each
 model's prediction: the paired test of ``pipeline.review.diff`` reads it),
 ``reports/confusion/<model>.csv`` (for
 ``dvc plots``), ``reports/report.md`` and ``reports/figures/``, and
-``models/best/`` (the champion's checkpoint and model card) and
+``models/best/`` (the champion's checkpoint, model card and data profile) and
 ``models/export/champion/1/`` (the champion as a TF Serving SavedModel that
 takes raw pixels; see ``pipeline/serve/export.py``).
 
@@ -117,7 +119,8 @@ def run(params: config.Params, split_dir: Path = config.SPLIT_DIR,
         metrics_path: Path = config.EVAL_METRICS, confusion_dir: Path = config.CONFUSION_DIR,
         report_path: Path = config.REPORT_FILE, champion_dir: Path = config.CHAMPION_DIR,
         export_root: Path = config.EXPORT_DIR,
-        predictions_path: Path = config.PREDICTIONS_FILE) -> dict:
+        predictions_path: Path = config.PREDICTIONS_FILE,
+        profile_path: Path = config.VALIDATION_DOCS_DIR / "profile.json") -> dict:
     from pipeline.rnn import model as model_lib
 
     x_test, y_test = arrays.load(split_dir, "test")
@@ -166,6 +169,8 @@ def run(params: config.Params, split_dir: Path = config.SPLIT_DIR,
         shutil.copyfile(Path(models_dir) / "checkpoints" / f"{champion}.keras", best / "model.keras")
         (best / "card.json").write_text(json.dumps(card, indent=2, default=str) + "\n")
         (best / "card.md").write_text(report.model_card(card))
+        if Path(profile_path).exists():   # the data the champion was trained on
+            shutil.copyfile(profile_path, best / "profile.json")
         export.from_checkpoint(best / "model.keras", scratch / "export")
         (scratch / "report.md").write_text(
             report.render(metrics, ds.references, "figures"))

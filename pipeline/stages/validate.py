@@ -7,18 +7,29 @@ costs a full training run before it shows up as a strange accuracy. A Great
 Expectations suite names the broken property instead, and its Data Docs keep
 the evidence next to the metrics.
 
-Params: ``validate`` (class_share_min/max, max_duplicate_share, pixel_min/max),
-``fetch.dataset`` and ``datasets`` (file names, counts, image_shape,
+Drift: data can pass every expectation and still differ from the data the
+champion was trained on (a class gone, darker or turned digits). So the
+training file's profile (``pipeline/data/drift.py``) is compared with the one
+beside the champion (``profile.json`` in ``publish.champion_dir``, else in
+``models/best``): beyond ``validate.drift``'s thresholds the stage stops with
+one line naming the statistic, or with ``on_drift: flag`` goes on and says so.
+
+Params: ``validate`` (class_share_min/max, max_duplicate_share, pixel_min/max,
+drift), ``fetch.dataset`` and ``datasets`` (file names, counts, image_shape,
 num_classes).
-Inputs: ``data/raw/*.gz``.
-Outputs: ``reports/validation/`` (GX Data Docs HTML, ``index.html``) and
-``metrics/validate.json`` (a summary; ``split`` refuses data whose
-``success`` is false). Both are written on failure too, since they explain it.
+Inputs: ``data/raw/*.gz``; the champion's ``profile.json`` (not a DVC dep: the
+champion is made downstream; the Airflow task brings the published one).
+Outputs: ``reports/validation/`` (GX Data Docs HTML, ``index.html``; the drift
+page ``drift.md`` + ``drift.png``; ``profile.json``, the data's profile, which
+evaluate keeps beside the champion) and ``metrics/validate.json`` (a summary
+with a ``drift`` block; ``split`` refuses data whose ``success`` is false).
+Both are written on failure too, since they explain it.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import shutil
@@ -38,7 +49,7 @@ from great_expectations.data_context.types.base import (  # noqa: E402
 from great_expectations.expectations.row_conditions import Column  # noqa: E402
 
 from pipeline import config  # noqa: E402
-from pipeline.data import idx
+from pipeline.data import drift, drift_report, idx
 from pipeline import runtime
 from pipeline.runtime import StageError  # noqa: E402
 
@@ -200,27 +211,48 @@ def _num(x) -> float | None:
     return None if pd.isna(x) else round(float(x), 4)
 
 
+def train_profile(raw_dir: Path, params: config.Params) -> dict:
+    """The drift profile of the training file, with its dataset and every raw file's sha256."""
+    ds, raw_dir = params.dataset, Path(raw_dir)
+    read = lambda role: idx.read(raw_dir / ds.file_name(role)).data  # noqa: E731
+    files = {ds.file_name(r): hashlib.sha256((raw_dir / ds.file_name(r)).read_bytes()).hexdigest()
+             for r in config.FILE_ROLES}
+    return {"dataset": params.fetch.dataset, "files": files,
+            **drift.profile(read("train_images"), read("train_labels"), ds.num_classes)}
+
+
 def run(params: config.Params, raw_dir: Path = config.RAW_DIR,
         docs_dir: Path = config.VALIDATION_DOCS_DIR,
-        metrics_path: Path = config.VALIDATION_METRICS) -> dict:
+        metrics_path: Path = config.VALIDATION_METRICS, references=None) -> dict:
+    """``references``: champion folders to take the drift reference from, first found wins
+    (default: ``publish.champion_dir``, then ``models/best``)."""
     # A stale "success" from an earlier run must not outlive a failed one:
     # split trusts this file.
     Path(metrics_path).unlink(missing_ok=True)
     frame = build_frame(raw_dir, params.dataset)
     docs_dir = Path(docs_dir)
     docs_dir.parent.mkdir(parents=True, exist_ok=True)
+    references = (params.publish.champion_dir, config.CHAMPION_DIR) if references is None \
+        else references
     # Build the docs aside and swap them in, so old pages never mix with new.
     scratch = Path(tempfile.mkdtemp(dir=docs_dir.parent, prefix=f".{docs_dir.name}-"))
     try:
         result = _validate(frame, build_suite(params), scratch)
+        block = {"checked": False, "reason": "the expectations failed: drift not checked"}
+        if result.success:   # a profile needs well-formed files
+            new, found = train_profile(raw_dir, params), drift.find_reference(references)
+            block = drift.block(params.validate.drift, new, found)
+            runtime.write_json(scratch / "profile.json", new)
+            drift_report.write(scratch, block, found and found[1], new)
         shutil.rmtree(docs_dir, ignore_errors=True)
         scratch.replace(docs_dir)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     stats = result.statistics
     splits = frame.groupby("split")
+    stopped = block.get("passed") is False and not block["flagged"]
     summary = {
-        "dataset": params.fetch.dataset, "success": bool(result.success),
+        "dataset": params.fetch.dataset, "success": bool(result.success) and not stopped,
         "expectations_evaluated": int(stats["evaluated_expectations"]),
         "expectations_failed": int(stats["unsuccessful_expectations"]),
         "images": {s: int(splits["pixel_min"].count().get(s, 0)) for s in SPLITS},
@@ -228,16 +260,23 @@ def run(params: config.Params, raw_dir: Path = config.RAW_DIR,
         "duplicates": duplicate_counts(frame),
         "class_share_min": _num(frame["class_share"].min()),
         "class_share_max": _num(frame["class_share"].max()),
+        "drift": block,
     }
     runtime.write_json(metrics_path, summary)
+    if stopped:
+        raise StageError(f"drift in {raw_dir} against the champion's data in "
+                         f"{block['reference']['from']}: {drift.failures(block['statistics'])}; "
+                         f"see {docs_dir / 'drift.md'} (validate.drift.on_drift: flag goes on)")
     if not result.success:
         failed = [_describe(r) for r in result.results if not r.success]
         raise StageError("\n".join(
             [f"{summary['expectations_failed']} of {summary['expectations_evaluated']} "
              f"expectations failed on {raw_dir} ({params.fetch.dataset}); "
              f"details in {docs_dir / 'index.html'}", *failed]))
-    log.info("validate: %d expectations passed on %s (%s)",
-             summary["expectations_evaluated"], raw_dir, params.fetch.dataset)
+    log.info("validate: %d expectations passed on %s (%s); drift: %s",
+             summary["expectations_evaluated"], raw_dir, params.fetch.dataset,
+             block.get("reason") or (drift.failures(block["statistics"]) + ", flagged"
+                                     if block["flagged"] else "none"))
     return summary
 
 
