@@ -94,7 +94,33 @@ def table(base: Path, other: Path) -> str:
             f"| {name} | {a['best_epoch']:g} | {a['val_accuracy']:.2%} | {a['test_accuracy']:.2%} "
             f"| {b['best_epoch']:g} | {b['val_accuracy']:.2%} | {b['test_accuracy']:.2%} | "
             f"{f'{tut:.2%}' if tut else '-'} | {differ} |")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + ["", *times(base, other, refs)]) + "\n"
+
+
+def _clock(seconds) -> str:
+    return "-" if seconds is None else f"{int(seconds) // 60} min {round(seconds) % 60:02d} s"
+
+
+def times(base: Path, other: Path, refs) -> list[str]:
+    """Per model and run: the fit's training time, its time per epoch and the time until
+    validation first reached the tutorial's val accuracy (``metrics/train/MODEL``)."""
+    lines = ["Training time (Keras' `fit`), per epoch, and until the validation accuracy "
+             "first reached the tutorial's best validation accuracy:", "",
+             "| model | tutorial val | A fit | A per epoch | A to tutorial val "
+             "| B fit | B per epoch | B to tutorial val |", "|---|---|---|---|---|---|---|---|"]
+    total = {base: 0.0, other: 0.0}
+    names = json.loads((base / "metrics" / "evaluate.json").read_text())["models"]
+    for name in names:
+        row = [name, f"{refs[name].val_accuracy:.2%}" if name in refs else "-"]
+        for run in (base, other):
+            m = json.loads((run / "metrics" / "train" / name / "metrics.json").read_text())
+            total[run] += m["wall_time_s"]
+            row += [_clock(m["wall_time_s"]), f"{m.get('seconds_per_epoch', '-')} s",
+                    _clock(m.get("seconds_to_reference_val"))]
+        lines.append("| " + " | ".join(row) + " |")
+    lines.append(f"| **all four** | | **{_clock(total[base])}** | | | **{_clock(total[other])}** "
+                 "| | |")
+    return lines
 
 
 def main() -> None:

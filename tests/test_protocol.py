@@ -74,3 +74,20 @@ def test_cosine_schedule_decays_to_the_final_ratio():
     assert float(lr(0)) == pytest.approx(cfg.learning_rate)
     assert float(lr(1000)) == pytest.approx(cfg.learning_rate * cfg.lr_final_ratio)
     assert protocol.schedule(dataclasses.replace(cfg, lr_schedule="constant"), 1000) == cfg.learning_rate
+
+
+def test_the_tracker_keeps_the_best_and_when_the_reference_was_first_reached(tmp_path):
+    """Time to the tutorial's accuracy: the training seconds at the first check whose
+    val accuracy reaches the reference, kept across a resume (a new tracker on the file)."""
+    from pipeline.rnn.protocol import BestTracker
+
+    t = BestTracker(tmp_path / "best.json", reference=0.99)
+    t.update(1, 0.98, 10.0)
+    assert t.reached_s is None and t.best == 0.98
+    t.update(2, 0.991, 21.5)
+    again = BestTracker(tmp_path / "best.json", reference=0.99)  # a resumed training
+    again.update(3, 0.995, 33.0)
+    again.update(4, 0.993, 44.0)
+    assert again.reached_s == 21.5 and again.best == 0.995 and again.best_check == 3
+    assert again.elapsed_s == 44.0 and again.last_check == 4
+    assert BestTracker(tmp_path / "none.json", reference=None).reached_s is None

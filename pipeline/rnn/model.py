@@ -147,6 +147,6 @@ def stock_copy(net: keras.Model, cfg: ModelConfig) -> keras.Model:
 
 def load(path):
     """``keras.models.load_model`` that also knows the fused layers (``pipeline.rnn.fused``)."""
-    from pipeline.rnn import fused  # noqa: F401  registers FusedRNN for deserialisation
+    from pipeline.rnn import adam, fused  # noqa: F401  register FusedAdam, FusedRNN for loading
 
     return keras.models.load_model(path)

@@ -40,7 +40,7 @@ from pathlib import Path
 
 log = logging.getLogger("pipeline.rnn.native")
 SOURCE = Path(__file__).with_name("native") / "fused_rnn.cc"
-HEADERS = tuple(SOURCE.with_name(h) for h in ("product.h", "cells.h", "checks.h"))  # SOURCE's: in the key
+HEADERS = tuple(SOURCE.with_name(h) for h in ("product.h", "f32.h", "cells.h", "checks.h"))  # SOURCE's: in the key
 INPUTS = {"fused_rnn_forward": ("FusedRnnForward", ("x", "w", "b", "u", "b_rec")),
           "fused_rnn_backward": ("FusedRnnBackward", ("d_hs", "x", "w", "hs", "saved", "u"))}
 _failure: list[str] = []  # why the last load gave None

@@ -1,14 +1,19 @@
-"""The protocol's arithmetic: steps, validation checks, patience, learning rate.
+"""The protocol's arithmetic: steps, validation checks, patience, learning rate; and
+the record of the best check so far.
 
 Why apart from ``pipeline.stages.train``: these are pure functions of the params and
-the data's size, which tests and the benchmark use without training.
+the data's size, which tests and the benchmark use without training, and a small
+state file (``BestTracker``) that tests can resume without training.
 """
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 
 from pipeline import config
+from pipeline import runtime
 
 STEPS_PER_CALL = 110  # training steps per call into TensorFlow, at most (pipeline.stages.train)
 
@@ -61,3 +66,32 @@ def step_of_check(check: int, p: dict) -> int:
 def epoch_of_check(check: int, p: dict) -> float:
     """The real epoch (fractional) at which check ``check`` ran."""
     return round(step_of_check(check, p) / p["steps_per_epoch"], 2)
+
+
+class BestTracker:
+    """The best val accuracy so far and when the reference's was first reached, kept
+    in ``path`` so that a resumed training goes on counting (Keras' callbacks don't).
+
+    ``reached_s``: training seconds when validation first reached ``reference`` (the
+    tutorial's best val accuracy), None until then: the "time to the tutorial's
+    accuracy" of the runtime reports.
+    """
+
+    def __init__(self, path: Path, reference: float | None = None):
+        self.path, self.reference = Path(path), reference
+        state = json.loads(self.path.read_text()) if self.path.exists() else {}
+        self.best = state.get("best_val_accuracy")
+        self.best_check = state.get("best_check")
+        self.elapsed_s = state.get("elapsed_s", 0.0)
+        self.last_check = state.get("last_check", 0)
+        self.reached_s = state.get("reached_s")
+
+    def update(self, check: int, val_acc: float, elapsed_s: float) -> None:
+        if self.best is None or val_acc > self.best:
+            self.best, self.best_check = val_acc, check
+        if self.reached_s is None and self.reference is not None and val_acc >= self.reference:
+            self.reached_s = elapsed_s
+        self.elapsed_s, self.last_check = elapsed_s, check
+        runtime.write_json(self.path, {"best_val_accuracy": self.best, "last_check": check,
+                                       "best_check": self.best_check, "elapsed_s": elapsed_s,
+                                       "reached_s": self.reached_s})

@@ -62,7 +62,7 @@ from pipeline import config
 from pipeline.rnn import inputs
 from pipeline import runtime
 from pipeline.data import arrays
-from pipeline.rnn.protocol import epoch_of_check, plan, schedule, step_of_check
+from pipeline.rnn.protocol import BestTracker, epoch_of_check, plan, schedule, step_of_check
 from pipeline.runtime import StageError
 
 log = logging.getLogger("pipeline.stages.train")
@@ -113,7 +113,7 @@ def compiled(name: str, params: config.Params, total_steps: int, steps_per_call:
     import keras
     import tensorflow as tf
 
-    from pipeline.rnn import heap
+    from pipeline.rnn import adam, heap
     from pipeline.rnn import kernels
     from pipeline.rnn import model as model_lib
     from pipeline.rnn import side_by_side
@@ -130,32 +130,13 @@ def compiled(name: str, params: config.Params, total_steps: int, steps_per_call:
                           n_parts=chosen.n_parts, bf16=chosen.bf16)
     if chosen.n_parts > 1:
         net = side_by_side.SideBySide(net, chosen.n_parts)
-    optimizer = keras.optimizers.Adam(schedule(cfg, total_steps), clipnorm=cfg.clipnorm or None,
-                                      name="adam")  # not adam_1 for a second model in-process
+    optimizer = adam.FusedAdam(schedule(cfg, total_steps), clipnorm=cfg.clipnorm or None,
+                               name="adam")  # not adam_1 for a second model in-process
     net.compile(optimizer=optimizer,
                 loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                 metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
                 steps_per_execution=steps_per_call)
     return net
-
-
-class _BestTracker:
-    """Remembers the best val accuracy across a resume (Keras callbacks don't)."""
-
-    def __init__(self, path: Path):
-        self.path = path
-        state = json.loads(path.read_text()) if path.exists() else {}
-        self.best = state.get("best_val_accuracy")
-        self.best_check = state.get("best_check")
-        self.elapsed_s = state.get("elapsed_s", 0.0)
-        self.last_check = state.get("last_check", 0)
-
-    def update(self, check: int, val_acc: float, elapsed_s: float) -> None:
-        if self.best is None or val_acc > self.best:
-            self.best, self.best_check = val_acc, check
-        self.elapsed_s, self.last_check = elapsed_s, check
-        runtime.write_json(self.path, {"best_val_accuracy": self.best, "last_check": check,
-                                       "best_check": self.best_check, "elapsed_s": elapsed_s})
 
 
 def run(name: str, params: config.Params, split_dir: Path = config.SPLIT_DIR,
@@ -201,7 +182,8 @@ def run(name: str, params: config.Params, split_dir: Path = config.SPLIT_DIR,
     log.info("train@%s: x_train %s, x_val %s, %s%s", name, x_train.shape, x_val.shape, p,
              " (resuming)" if resuming else "")
 
-    tracker = _BestTracker(work / "best.json")
+    reference = params.dataset.references.get(name)  # the tutorial's, where known
+    tracker = BestTracker(work / "best.json", reference.val_accuracy if reference else None)
     work_ckpt = work / "best.keras"
     started = time.perf_counter()
 
@@ -267,6 +249,9 @@ def run(name: str, params: config.Params, split_dir: Path = config.SPLIT_DIR,
         "epochs_run": epoch_of_check(checks_run, p),
         "early_stopped": checks_run < p["checks"],
         "wall_time_s": round(tracker.elapsed_s, 1),
+        "seconds_per_epoch": round(tracker.elapsed_s / epoch_of_check(checks_run, p), 1),
+        **({"seconds_to_reference_val": round(tracker.reached_s, 1)}
+           if tracker.reached_s is not None else {}),
         "params": int(net.count_params()),
         "arithmetic": kernels.choose(params.models[name], params.train).describe(),
     }

@@ -5,9 +5,14 @@
 // Here a whole layer is one op each way: the input product of all steps at
 // once, then per step one recurrent product and one pass of element-wise maths
 // (always fp32); backward also the weights' gradients. Products: product.h,
-// Eigen in fp32 or bfloat16 pairs with `bf16`, on the calling thread.
+// fp32 register tiles (f32.h) or bfloat16 pairs with `bf16`, on the calling thread;
+// the weights' gradients over all steps are one long product each.
 // Single-threaded and in a fixed order, so results are deterministic; the
 // parts of a batch (pipeline/side_by_side.py) run these ops side by side.
+//
+// Empty sizes (B, T or H zero; stock Keras gives an empty batch empty outputs):
+// empty outputs forward, zero gradients backward, before any pointer is formed
+// into the (empty) buffers.
 //
 // Layout: batch-major as Keras' (B, T, features), row-major, so no transposes.
 // x (B, T, F); w (F, G*H), b (G*H) the input kernel and bias; u (H, G*H) the
@@ -117,6 +122,7 @@ class FusedRnnForwardOp : public CellOp {
     Tensor* saved_t = nullptr;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, TensorShape({B, T, H}), &hs_t));
     OP_REQUIRES_OK(ctx, ctx->allocate_output(1, TensorShape({T, B, S}), &saved_t));
+    if (B == 0 || T == 0 || H == 0) return;  // both outputs empty (S is a multiple of H)
     // Input products of every step at once: row b * T + t of xp is x[b, t] @ w + b.
     rnn::Product input(w_t.flat<float>().data(), F, GH, /*transposed=*/false, bf16_);
     const int ldx = input.padded_n();
@@ -182,6 +188,10 @@ class FusedRnnBackwardOp : public CellOp {
     OP_REQUIRES_OK(ctx, ctx->allocate_output(2, TensorShape({GH}), &dbias_t));
     OP_REQUIRES_OK(ctx, ctx->allocate_output(3, u_t.shape(), &du_t));
     OP_REQUIRES_OK(ctx, ctx->allocate_output(4, TensorShape({cell_ == kGru ? GH : 0}), &db_t));
+    if (B == 0 || T == 0 || H == 0) {  // no step, or no unit: every gradient is a sum of none
+      for (Tensor* t : {dxin_t, dw_t, dbias_t, du_t, db_t}) t->flat<float>().setZero();
+      return;
+    }
     const float* dhs = dhs_t.flat<float>().data();
     const float* hs = hs_t.flat<float>().data();
     const float* saved = saved_t.flat<float>().data();
@@ -191,16 +201,18 @@ class FusedRnnBackwardOp : public CellOp {
     const int ldh = back.padded_n();
     const int ldu = bf16_ ? (GH + 15) / 16 * 16 : GH;
     Mat dU = Mat::Zero(H, ldu);       // sum over steps of h_{t-1}^T dz_t: T - 1 of them
-    rnn::SumAtB grad_u(bf16_, std::max(T - 1, 0), B, H, GH, dU.data(), ldu);
-    Eigen::RowVectorXf db = Eigen::RowVectorXf::Zero(GH);
-    // d of what multiplies U at this step, rows ldd apart: the GRU's own (its last gate
-    // differs from d xp), the others' is d xp itself, written in place in dxp
-    Mat dz_gru(cell_ == kGru ? B : 0, GH);
-    const int ldd = cell_ == kGru ? GH : T * GH;
+    // bf16 packs each step's pair and multiplies once (SumAtB); fp32 multiplies once
+    // over all steps at the end (below), from hs and every step's dz in place
+    rnn::SumAtB grad_u(bf16_, bf16_ ? std::max(T - 1, 0) : 0, B, H, GH, dU.data(), ldu);
+    // d of what multiplies U, every step's (row b * T + t, rows ldd apart at a step): the
+    // GRU's own (its last gate differs from d xp), the others' is d xp itself, in dxp
+    Mat dz_gru(cell_ == kGru ? B * T : 0, GH);
+    float* dz_all = cell_ == kGru ? dz_gru.data() : dx;
+    const int ldd = T * GH;
     Mat dh_next = Mat::Zero(B, ldh);  // from the step after: dz @ U^T (+ dh * z, GRU)
     Mat dc_next = Mat::Zero(B, H);    // LSTM: dc * f from the step after
     for (int t = T - 1; t >= 0; --t) {
-      float* dz = cell_ == kGru ? dz_gru.data() : dx + (size_t)t * GH;
+      float* dz = dz_all + (size_t)t * GH;
       for (int b = 0; b < B; ++b) {
         const size_t row = (size_t)b * T + t;
         const float* dho = dhs + row * H;
@@ -217,15 +229,16 @@ class FusedRnnBackwardOp : public CellOp {
           rnn::cells::GruBackward(dho, dhn, s, t ? h - H : nullptr, dx + row * GH, dzr, H);
         }
       }
-      if (cell_ == kGru) db += dz_gru.colwise().sum();
       if (t) {
-        grad_u.Add(hs + (size_t)(t - 1) * H, T * H, dz, ldd);
+        if (bf16_) grad_u.Add(hs + (size_t)(t - 1) * H, T * H, dz, ldd);
         back.Run(dz, ldd, B, dh_next.data(), ldh, /*accumulate=*/cell_ == kGru);
       }
     }
     grad_u.Finish();
-    MapM(du_t->flat<float>().data(), H, GH) = dU.leftCols(GH);
-    if (cell_ == kGru) std::copy(db.data(), db.data() + GH, db_t->flat<float>().data());
+    const bool one_product = !bf16_ && B > 0 && T > 1;  // fp32's dU: RecurrentGradient
+    if (!one_product) MapM(du_t->flat<float>().data(), H, GH) = dU.leftCols(GH);
+    if (cell_ == kGru)  // the recurrent bias's gradient: every step's dz
+      Eigen::Map<Eigen::RowVectorXf>(db_t->flat<float>().data(), GH) = dz_gru.colwise().sum();
     // The input products' gradients over all steps at once.
     Eigen::Map<Eigen::RowVectorXf>(dbias_t->flat<float>().data(), GH) = dxp.colwise().sum();
     rnn::Product back_in(w_t.flat<float>().data(), GH, F, /*transposed=*/true, bf16_);  // w^T
@@ -239,6 +252,21 @@ class FusedRnnBackwardOp : public CellOp {
     grad_w.Add(x_t.flat<float>().data(), F, dx, GH);
     grad_w.Finish();
     MapM(dw_t->flat<float>().data(), F, GH) = dW.leftCols(GH);
+    if (one_product) RecurrentGradient(hs, dz_all, B, T, H, GH, du_t->flat<float>().data());
+  }
+
+ private:
+  // fp32 dU = sum over b and t >= 1 of h[b, t-1]^T dz[b, t] as one product over all
+  // rows: row r of hs pairs with row r + 1 of dz, and the rows that start a sequence
+  // (t = 0, which would pair with the sequence before) are zeroed first (their
+  // d xp has been used by then). One long product instead of T - 1 short ones.
+  static void RecurrentGradient(const float* hs, float* dz, int B, int T, int H, int GH,
+                                float* du) {
+    for (int b = 0; b < B; ++b) std::fill_n(dz + (size_t)b * T * GH, GH, 0.0f);
+    const Eigen::Index rows = (Eigen::Index)B * T - 1;
+    Eigen::Map<const Mat> h(hs, rows, H);
+    Eigen::Map<const Mat> d(dz + GH, rows, GH);
+    MapM(du, H, GH).noalias() = h.transpose() * d;
   }
 };
 

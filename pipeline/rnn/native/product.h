@@ -1,13 +1,15 @@
-// The recurrent layers' matrix products, in fp32 (Eigen) or bfloat16 pairs.
+// The recurrent layers' matrix products, in fp32 or bfloat16 pairs.
 //
 // Why: the products of one layer all multiply by the same recurrent kernel (or
 // its transpose), so `Product` prepares it once per op call, not once per time
-// step. fp32 runs Eigen's product. bf16 (CPUs with AVX512_BF16) packs W into
+// step. fp32 packs W into panels for f32.h's register tiles (AVX2 and up; Eigen's
+// product elsewhere). bf16 (CPUs with AVX512_BF16) packs W into
 // bfloat16 pairs and multiplies with VDPBF16PS, which does twice the
 // multiply-adds of an fp32 FMA per instruction; the other operand is rounded to
 // bfloat16 per call and every sum is accumulated in fp32. Rounding is to nearest
 // even and the order of the sums is fixed, so results are deterministic.
-// `SumAtB` is the weights' gradients: C += a sum of A^T @ B, both operands new per part.
+// `SumAtB` is the weights' gradients: C += a sum of A^T @ B, both operands new per part
+// (fp32's recurrent gradient is one product in fused_rnn.cc instead).
 #pragma once
 
 #include <algorithm>
@@ -16,6 +18,7 @@
 #include <vector>
 
 #include "Eigen/Core"
+#include "f32.h"
 
 #if defined(__AVX512BF16__) && defined(__AVX512F__)
 #include <immintrin.h>
@@ -159,13 +162,21 @@ class Product {
       } else {
         bf16::PackPairs(w_, N_, K_, N_, packed_);
       }
+      return;
     }
+#endif
+#if RNN_HAVE_F32_PACKED  // W (k, n) is w[k * N + n], or w[n * K + k] when transposed
+    f32::Pack(w_, K_, N_, transposed_ ? 1 : N_, transposed_ ? K_ : 1, packed_f32_);
 #endif
   }
 
   static bool Bf16Available() { return RNN_HAVE_BF16; }
-  // Row stride C must have: bf16 writes whole 16-column blocks.
-  int padded_n() const { return bf16_ ? (N_ + 15) / 16 * 16 : N_; }
+  // Row stride C must have: the packed products write whole blocks of columns
+  // (16 for bf16, 8 for fp32).
+  int padded_n() const {
+    if (bf16_) return (N_ + 15) / 16 * 16;
+    return RNN_HAVE_F32_PACKED ? f32::Blocks(N_) * f32::kLanes : N_;
+  }
 
   void Run(const float* a, int lda, int M, float* c, int ldc, bool accumulate) {
 #if RNN_HAVE_BF16
@@ -175,6 +186,9 @@ class Product {
       return bf16::Multiply(a_.data(), kp, 1, M, packed_.data(), kp, (N_ + 15) / 16, c, ldc,
                             accumulate);
     }
+#endif
+#if RNN_HAVE_F32_PACKED
+    return f32::Multiply(a, lda, M, packed_f32_.data(), K_, f32::Blocks(N_), c, ldc, accumulate);
 #endif
     Eigen::Map<const Mat, 0, Strided> A(a, M, K_, Strided(lda));
     Eigen::Map<Mat, 0, Strided> C(c, M, N_, Strided(ldc));
@@ -192,6 +206,7 @@ class Product {
   int K_, N_;
   bool transposed_, bf16_;
   std::vector<uint32_t> packed_, a_;
+  std::vector<float> packed_f32_;
 };
 
 // C (M x N, ldc) += the sum over parts of A^T @ B, each part's A (K x M, rows lda
