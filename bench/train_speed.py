@@ -22,7 +22,9 @@ long enough that two runs of the bench agree within 3% (``--agreement``;
   ``model.fit`` on NumPy arrays (one step per call), Adam, stock TensorFlow settings;
 - project: what ``pipeline.stages.train`` runs (``train.compiled``: params.yaml's
   kernel and precision, op determinism, the tf.data input pipeline, the stage's
-  steps per call and glibc keeping freed memory, ``pipeline.rnn.heap``);
+  steps per call and glibc keeping freed memory, ``pipeline.rnn.heap``), on the
+  same images as the other paths: ``train.augment``'s random changes, which no
+  baseline makes, are off here (their cost is in the stage's fit times);
 - torch: PyTorch's ``nn.RNN``/``nn.LSTM``/``nn.GRU`` in the same architecture and
   the same window, from a virtual environment this script creates in
   ``.bench/torch`` (PyTorch is not a dependency of the project); ``--no-torch``
@@ -142,6 +144,9 @@ def measure_tf(impl: str, name: str, steps: int, warmup: int, code: Path = ROOT)
             changed = {"kernel": "fused"} if impl == "fused" else {"precision": "fp32"}
             params = dataclasses.replace(
                 params, train=dataclasses.replace(params.train, **changed))
+        if hasattr(params.train, "augment"):  # the same images as every other path's
+            params = dataclasses.replace(params, train=dataclasses.replace(
+                params.train, augment=type(params.train.augment)()))
         per_call = m["protocol"].plan(params.train, 55_000)["steps_per_call"]  # as the stage's
         net = m["train"].compiled(name, params, total_steps=10 ** 6, steps_per_call=per_call)
         net.fit(m["inputs"].training(x, y, params.train), epochs=1,
