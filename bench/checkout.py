@@ -12,9 +12,21 @@ which Python searches before the editable install (``child_env``).
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]  # the checkout this bench/ belongs to
+
+# Settings that make this CPU take another's path (the AVX2 one on an AVX-512 CPU): part
+# of a bench's command, so a report says how it was made and --agreement refuses a mix.
+CAPS = ("TF_ENABLE_ONEDNN_OPTS", "ONEDNN_MAX_CPU_ISA", "PIPELINE_NATIVE_MARCH",
+        "MKL_ENABLE_INSTRUCTIONS", "OPENBLAS_CORETYPE")
+
+
+def command(script: str) -> str:
+    """This process's command line as typed, with the caps set in its environment first."""
+    return " ".join([*(f"{k}={os.environ[k]}" for k in CAPS if k in os.environ),
+                     "python", f"bench/{script}", *sys.argv[1:]])
 
 
 def child_env(root: Path, **extra: str) -> dict:

@@ -25,7 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from checkout import ROOT, own_pipeline  # siblings in bench/
+from checkout import ROOT, command, own_pipeline  # siblings in bench/
 import speed_table  # its save()
 
 GATES = {"relu": 1, "tanh": 1, "lstm": 4, "gru": 3}
@@ -128,7 +128,7 @@ def main() -> None:
     ops = {"before": (before.fused_rnn_forward_before, before.fused_rnn_backward_before),
            "now": (now.fused_rnn_forward, now.fused_rnn_backward)}
     result = {"machine": runtime.machine(), "against": args.against, "bf16": bf16,
-              "command": " ".join(["python", "bench/op_speed.py", *sys.argv[1:]]), "cells": {}}
+              "command": command("op_speed.py"), "cells": {}}
     for cell in args.cells:
         fns = calls(ops, cell, bf16)
         first = {k: [t.numpy() for t in f()] for k, f in fns.items()}

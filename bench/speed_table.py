@@ -74,7 +74,11 @@ def write(result: dict, out: Path) -> None:
         "# Training throughput: project vs plain Keras vs PyTorch",
         "",
         f"Machine: **{m['cpu_model']}**, {m['cpu_count']} cores, ISA: {m['isa_flags']}; "
-        f"TensorFlow {m['tensorflow']}, Python {m['python']}.",
+        f"TensorFlow {m['tensorflow']} ({m.get('kernels', 'kernels not recorded')}), "
+        f"Python {m['python']}."
+        + (" The ISA is capped by the settings in the command: another CPU's path, emulated "
+           "on this one (its ISA line lists flags the run did not use)."
+           if "=" in result.get("command", "").split(" python")[0] else ""),
         f"fp32 matmul peak (2048², all cores): TensorFlow {pk['tensorflow']:.0f} GFLOP/s, "
         f"NumPy {pk['numpy']:.0f} GFLOP/s"
         + (", TensorFlow's at the start of each round {}".format(
@@ -110,6 +114,13 @@ def write(result: dict, out: Path) -> None:
             f"{_rate(r['project'])} | {ours / ref:.2f}x | {gf:.1f} | "
             f"{_share(result, r)} | "
             + (f"{_rate(r['torch'])} | {ours / torch:.2f}x |" if torch else "- | - |"))
+    if _precision(result) == "fp32":  # the larger of the two libraries' fp32 products
+        lib, best = max(((k, pk[k]) for k in ("tensorflow", "numpy") if pk.get(k)),
+                        key=lambda kv: kv[1])
+        lines += ["", f"The project's GFLOP/s against the larger fp32 matmul peak of the run "
+                  f"({'NumPy' if lib == 'numpy' else 'TensorFlow'}'s, {best:.0f} GFLOP/s): "
+                  + ", ".join(f"{name} {100 * r['project']['images_per_s'] * r['train_mflop_per_image'] / 1e3 / best:.0f}%"
+                              for name, r in result["models"].items()) + "."]
     says = {"before": f"the project's path at {result.get('before')}",
             "fp32": "the project's path with `train.precision: fp32`",
             "fused": "the project's path on pipeline.rnn.fused's TensorFlow ops (no C++ op)",

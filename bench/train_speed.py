@@ -1,6 +1,6 @@
 """Training throughput: the project's path against plain Keras and PyTorch, in one run.
 
-Usage: python bench/train_speed.py [--gflop 3000 | --steps N] [--warmup 110]
+Usage: python bench/train_speed.py [--gflop 2000 | --steps N] [--warmup 110]
                                    [--models rnn lstm ...] [--no-torch] [--against DIR]
                                    [--out reports/bench-train]
        python bench/train_speed.py --agreement FIRST.json SECOND.json --out reports/bench-agreement
@@ -13,10 +13,12 @@ compilation, start-up, the conversion of the input and the input pipeline's
 teardown are outside every window. Both numbers are multiples of the stage's 110
 steps per call, so the project's calls end exactly there. Every path of a model
 times the same steps; by default each model's window holds the same arithmetic
-(``--gflop``, 3,000 GFLOP: 3,410 steps of the RNN, 880 of the LSTM, 1,210 of the
-GRU, 770 of the BiLSTM, 15-20 s of the project's path on the AVX-512 EPYC),
-long enough that two runs of the bench agree within 3% (``--agreement``;
-660 steps gave the RNN a 3.7 s window and two runs 17% apart):
+(``--gflop``, 2,000 GFLOP: 2,310 steps of the RNN, 660 of the LSTM, 770 of the
+GRU, 550 of the BiLSTM, 10-15 s of the project's path on the AVX-512 EPYC; the
+bench's three rounds of four paths then take about 20 minutes), meant to be long
+enough that two runs of the bench agree within 3% (``--agreement``,
+reports/bench-agreement.md; 660 steps gave the RNN a 3.7 s window and two runs
+17% apart):
 
 - reference: the tutorial's architecture from stock Keras layers, plain
   ``model.fit`` on NumPy arrays (one step per call), Adam, stock TensorFlow settings;
@@ -53,7 +55,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from checkout import ROOT, child_env, own_pipeline  # siblings in bench/
+from checkout import ROOT, child_env, command, own_pipeline  # siblings in bench/
 from speed_table import agreement, write  # the reports
 from timing import Clock, peak  # how every path is timed
 
@@ -177,9 +179,9 @@ def torch_python() -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--gflop", type=float, default=3000,
+    ap.add_argument("--gflop", type=float, default=2000,
                     help="each model's window holds this much training arithmetic; its "
-                         "steps are the same for every path (default 3000)")
+                         "steps are the same for every path (default 2000)")
     ap.add_argument("--steps", type=int,
                     help="timed steps of every model instead (a multiple of the stage's "
                          "110 steps per call)")
@@ -231,7 +233,7 @@ def main() -> None:
     mflop = {name: train_flops(params.models[name]) / 1e6 for name in names}
     steps = {name: args.steps or steps_for(mflop[name], args.gflop) for name in names}
     result = {"machine": runtime.machine(), "kernel": params.train.kernel,
-              "command": " ".join(["python", "bench/train_speed.py", *sys.argv[1:]]),
+              "command": command("train_speed.py"),
               "resolved": f"{chosen}, {'bf16' if bf16 else 'fp32'} recurrent products",
               "steps": steps, "gflop": None if args.steps else args.gflop,
               "warmup": args.warmup, "batch": 100, "repeats": args.repeats,

@@ -47,6 +47,8 @@ def _run(**changes) -> dict:
 @pytest.mark.parametrize("changes, what", [
     ({"command": "python bench/train_speed.py --no-torch --out reports/b"}, "command"),
     ({"steps": {"gru": 660}}, "timed steps"),
+    ({"command": "ONEDNN_MAX_CPU_ISA=AVX2 python bench/train_speed.py --out reports/a"},
+     "command"),  # the AVX2 path emulated is another measurement
     ({"warmup": 220}, "warm-up"),
     ({"repeats": 5}, "rounds"),
     ({"machine": {"cpu_model": "y", "cpu_count": 2, "isa_flags": "avx2"}}, "machine")])
@@ -74,6 +76,34 @@ def test_the_table_gives_each_models_timed_steps(tmp_path):
     text = (tmp_path / "out.md").read_text()
     assert "| gru | 26.6 | 1,210 | 1,000 (1,000-1,000) | 3,000 (3,000-3,000) | 3.00x |" in text
     assert "3,000 GFLOP of training" in text
+
+
+def test_a_runs_command_carries_the_caps_that_chose_its_path(monkeypatch):
+    monkeypatch.setattr(sys, "argv", ["train_speed.py", "--out", "x"])
+    for cap in checkout.CAPS:
+        monkeypatch.delenv(cap, raising=False)
+    assert checkout.command("train_speed.py") == "python bench/train_speed.py --out x"
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    monkeypatch.setenv("PIPELINE_NATIVE_MARCH", "x86-64-v3")
+    assert checkout.command("train_speed.py") == (
+        "ONEDNN_MAX_CPU_ISA=AVX2 PIPELINE_NATIVE_MARCH=x86-64-v3 python bench/train_speed.py --out x")
+
+
+def test_a_run_on_another_cpus_path_says_so_and_how(tmp_path):
+    """An emulated run's report names TensorFlow's kernels and says its ISA was capped."""
+    rate = lambda r: {"images_per_s": r, "all": [r], "rounds": [r]}  # noqa: E731
+    result = {**_run(command="ONEDNN_MAX_CPU_ISA=AVX2 python bench/train_speed.py"),
+              "kernel": "auto", "batch": 100, "repeats": 1,
+              "machine": {"cpu_model": "Some CPU", "cpu_count": 2, "isa_flags": "avx2 avx512f",
+                          "tensorflow": "2.x", "python": "3.11", "kernels": "Eigen (...)"},
+              "peak_gflops": {"tensorflow": 100.0, "numpy": 90.0},
+              "models": {"gru": {"train_mflop_per_image": 26.6, "reference": rate(1000.0),
+                                 "project": rate(3000.0)}}}
+    bench.write(result, tmp_path / "out")
+    text = (tmp_path / "out.md").read_text()
+    assert "TensorFlow 2.x (Eigen (...))" in text and "emulated on this one" in text
+    bench.write({**result, "command": "python bench/train_speed.py"}, tmp_path / "plain")
+    assert "emulated" not in (tmp_path / "plain.md").read_text()
 
 
 def test_pytorch_trains_on_the_images_the_keras_paths_train_on():
