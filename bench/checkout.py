@@ -43,3 +43,9 @@ def own_pipeline(root: Path = ROOT) -> None:
     if found != Path(root).resolve() / "pipeline":
         raise SystemExit(f"bench: this script belongs to {root} but imports {found}; "
                          f"run it as PYTHONPATH={root} python ...")
+
+
+def mmss(seconds: float) -> str:
+    """A duration as the reports write it: whole seconds, never a sixtieth."""
+    minutes, secs = divmod(round(seconds), 60)  # 299.6 s is 5 min 00 s, not 4 min 60 s
+    return f"{minutes} min {secs:02d} s"

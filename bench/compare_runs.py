@@ -21,6 +21,8 @@ import argparse
 import json
 from pathlib import Path
 
+from checkout import mmss  # sibling in bench/
+
 
 def stage_time(run: Path, model: str, pauses: list[tuple[float, float]]) -> tuple[float, float]:
     """(wall time of train@model minus paused seconds inside it, the paused seconds)."""
@@ -76,11 +78,6 @@ def header(base: Path, head: Path, models: list[str]) -> str:
             "start-up and saving included.\n\n")
 
 
-def _mmss(seconds: float) -> str:
-    minutes, secs = divmod(round(seconds), 60)  # 299.6 s is 5 min 00 s, not 4 min 60 s
-    return f"{minutes} min {secs:02d} s"
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -108,12 +105,12 @@ def main() -> None:
     for m in models:
         b, h = base[m], head[m]
         lines.append(
-            f"| {m} | {_mmss(b['time_s'])} | {b['best_epoch']:g} ({b['epochs_run']:g}) | "
-            f"{100 * b['test']:.2f}% | {_mmss(h['time_s'])} | {h['best_epoch']:g} "
+            f"| {m} | {mmss(b['time_s'])} | {b['best_epoch']:g} ({b['epochs_run']:g}) | "
+            f"{100 * b['test']:.2f}% | {mmss(h['time_s'])} | {h['best_epoch']:g} "
             f"({h['epochs_run']:g}) | {100 * h['test']:.2f}% | "
             f"{100 * refs[m].test_accuracy:.2f}% | {h['time_s'] / b['time_s']:.2f} |")
     tb, th = sum(b["time_s"] for b in base.values()), sum(h["time_s"] for h in head.values())
-    lines.append(f"| **all four** | **{_mmss(tb)}** | | | **{_mmss(th)}** | | | "
+    lines.append(f"| **all four** | **{mmss(tb)}** | | | **{mmss(th)}** | | | "
                  f"| **{th / tb:.2f}** |")
     paused = [f"{label} {m} {v['paused_s']:.0f} s" for label, run in (("old", base), ("new", head))
               for m, v in run.items() if v["paused_s"]]

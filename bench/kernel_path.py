@@ -32,7 +32,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from checkout import ROOT, child_env  # sibling in bench/
+from checkout import ROOT, child_env, mmss  # siblings in bench/
 
 
 def run(worktree: Path, env: dict) -> None:
@@ -98,7 +98,7 @@ def table(base: Path, other: Path) -> str:
 
 
 def _clock(seconds) -> str:
-    return "-" if seconds is None else f"{int(seconds) // 60} min {round(seconds) % 60:02d} s"
+    return "-" if seconds is None else mmss(seconds)
 
 
 def times(base: Path, other: Path, refs) -> list[str]:
