@@ -10,12 +10,17 @@ DVC finds nothing changed: tests/test_dag.py.)
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import shutil
+import signal
 import sqlite3
+import subprocess
+import time
 from pathlib import Path
 
-from conftest import FIXTURE_DIR, TINY_PARAMS, sh
+from conftest import FIXTURE_DIR, TINY_PARAMS, sh, tool_env
 from test_dag import airflow  # noqa: F401  (fixture: a private AIRFLOW_HOME, migrated)
 
 
@@ -25,6 +30,33 @@ def query(airflow: dict, sql: str) -> list[tuple]:
         return db.execute(sql).fetchall()
     finally:
         db.close()
+
+
+def scheduled_run(airflow: dict, project: Path, env: dict, within_s: float = 180.0) -> list:
+    """Run a real scheduler until it has created retrain's run, then stop it and its workers.
+
+    Not ``--num-runs`` alone: where its loops reach the run's first task, the
+    LocalExecutor starts it, and on exit the scheduler waits for that task, which
+    has no API server to talk to here (seen: a 15-minute hang under load).
+    """
+    sql = "SELECT run_type FROM dag_run WHERE dag_id = 'retrain'"
+    proc = subprocess.Popen(["airflow", "scheduler", "--skip-serve-logs"], cwd=project,
+                            env=tool_env(**env), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + within_s
+        while time.monotonic() < deadline and proc.poll() is None and not query(airflow, sql):
+            time.sleep(1)
+        return query(airflow, sql)
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, sig)
+            try:
+                proc.wait(timeout=20)
+                break
+            except subprocess.TimeoutExpired:
+                continue
 
 
 def test_a_changed_source_starts_retrain_and_an_unchanged_one_does_not(airflow, tmp_path):
@@ -51,9 +83,7 @@ def test_a_changed_source_starts_retrain_and_an_unchanged_one_does_not(airflow, 
     assert len(events) == 1 and events[0]["fingerprint"]["source"] == str(mirror)
     assert queued == ["retrain"]
     # a real scheduler turns the queued event into a run of retrain
-    sh("airflow", "scheduler", "--num-runs", "2", "--skip-serve-logs", cwd=project, **env)
-    assert query(airflow, "SELECT run_type FROM dag_run WHERE dag_id = 'retrain'") == \
-        [("asset_triggered",)]
+    assert scheduled_run(airflow, project, env) == [("asset_triggered",)]
 
     output, events, queued, state = look()           # nothing changed: no event
     assert state == "skipped" and "unchanged since" in output
