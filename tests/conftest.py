@@ -152,3 +152,29 @@ TIMED = ("metrics/runtime/", "metrics/evaluate.json", "reports/report.md", "metr
 
 def untimed(entries: list[dict]) -> list[dict]:
     return [e if not e["path"].startswith(TIMED) else {"path": e["path"]} for e in entries]
+
+def bench_module(name: str):
+    """bench/<name>.py as the module ``name``: the import ``python bench/x.py`` makes of
+    its siblings, without putting bench/ on sys.path."""
+    import importlib.util
+
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, ROOT / "bench" / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
+def captured(project: Path) -> dict:
+    """The record the tasks of HEAD's run would have handed on to publish."""
+    from pipeline.orchestration import orchestrate, workspace
+
+    source = workspace.Source(str(project), sh("git", "rev-parse", "HEAD", cwd=project).stdout
+                              .strip())
+    record: dict = {}
+    for stage in orchestrate.stage_facts(project, "evaluate")["order"]:
+        facts = orchestrate.stage_facts(project, stage)
+        record = workspace.capture(project, stage, facts["uncached"], source, record,
+                                   outcome="ran", seconds=0.0)
+    return record

@@ -1,26 +1,17 @@
 """bench/: honest FLOP counts, tables that say what they measured, and each
 script measuring the checkout it was asked to."""
 
-import importlib.util
 import json
 import subprocess
 import sys
 
 import pytest
 
-from conftest import ROOT, sh
+from conftest import ROOT, bench_module, sh
 from pipeline import config
 
 
-def _bench(name: str):
-    """bench/<name>.py as the module ``name``: the import ``python bench/x.py`` makes of
-    its siblings, without putting bench/ on sys.path."""
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, ROOT / "bench" / f"{name}.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
+_bench = bench_module
 
 
 checkout, _, timing = _bench("checkout"), _bench("speed_table"), _bench("timing")  # siblings

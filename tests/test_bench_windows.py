@@ -2,23 +2,15 @@
 model's window holds the same arithmetic, and two runs are compared only when they
 are one command on one machine."""
 
-import importlib.util
 import sys
 
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, bench_module
 from pipeline import config
 
 
-def _bench(name: str):
-    """bench/<name>.py as the module ``name`` (see tests/test_bench.py)."""
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, ROOT / "bench" / f"{name}.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
+_bench = bench_module
 
 
 checkout, speed_table, timing = _bench("checkout"), _bench("speed_table"), _bench("timing")

@@ -11,7 +11,6 @@ on the real MNIST is measured by bench/drift_false_alarms.py
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import json
 import shutil
 from pathlib import Path
@@ -19,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import FIXTURE_DIR, ROOT, TINY_PARAMS
+from conftest import FIXTURE_DIR, TINY_PARAMS, bench_module
 from pipeline import config
 from pipeline.data import drift, idx
 from pipeline.runtime import StageError
@@ -28,15 +27,7 @@ from pipeline.stages import split, validate
 TRAIN_IMAGES, TRAIN_LABELS = "train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"
 
 
-def _bench():
-    spec = importlib.util.spec_from_file_location("drift_false_alarms",
-                                                  ROOT / "bench" / "drift_false_alarms.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-shifted = _bench().shifted   # the bench's shifts: the measured ones are the tested ones
+shifted = bench_module("drift_false_alarms").shifted   # the bench's shifts: the measured ones are the tested ones
 
 
 @pytest.fixture(scope="module")

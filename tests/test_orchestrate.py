@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import copy_project, make_project, remote_holds_everything, sh, tool_env
+from conftest import captured, copy_project, make_project, remote_holds_everything, sh, tool_env
 from pipeline.orchestration import failures, orchestrate, publish, workspace
 from pipeline.orchestration.failures import (DataValidationError, MirrorUnavailable, ParamsError,
                                              RemoteUnavailable, StageFailed)
@@ -139,14 +139,7 @@ def finished(tiny_repro, tmp_path, env) -> tuple[Path, dict]:
     """A reproduced project, pushed, and the record its tasks would have handed on."""
     project = copy_project(tiny_repro, tmp_path / "p")
     sh("dvc", "push", cwd=project)
-    source = workspace.Source(str(project), sh("git", "rev-parse", "HEAD", cwd=project).stdout
-                              .strip())
-    record: dict = {}
-    for stage in orchestrate.stage_facts(project, "evaluate")["order"]:
-        facts = orchestrate.stage_facts(project, stage)
-        record = workspace.capture(project, stage, facts["uncached"], source, record,
-                                   outcome="ran", seconds=0.0)
-    return project, record
+    return project, captured(project)
 
 
 def test_publish_replaces_registers_and_then_keeps_the_champion(finished, tmp_path):

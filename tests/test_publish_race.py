@@ -21,8 +21,8 @@ from pathlib import Path
 import pytest
 
 import fault_table
-from conftest import copy_project, sh, tool_env
-from pipeline.orchestration import orchestrate, publish, workspace
+from conftest import captured, copy_project, sh, tool_env
+from pipeline.orchestration import publish
 from pipeline.orchestration.failures import RemoteUnavailable
 from pipeline.serve import registry
 
@@ -43,25 +43,13 @@ def env(monkeypatch):
         monkeypatch.delenv(key, raising=False)
 
 
-def capture(project: Path) -> dict:
-    """The record the tasks of HEAD's run would have handed on to publish."""
-    source = workspace.Source(str(project), sh("git", "rev-parse", "HEAD", cwd=project).stdout
-                              .strip())
-    record: dict = {}
-    for stage in orchestrate.stage_facts(project, "evaluate")["order"]:
-        facts = orchestrate.stage_facts(project, stage)
-        record = workspace.capture(project, stage, facts["uncached"], source, record,
-                                   outcome="ran", seconds=0.0)
-    return record
-
-
 @pytest.fixture
 def two_runs(tiny_repro, tmp_path, env) -> tuple[Path, dict, dict, str]:
     """Run a: the tiny repro as it is. Run b, a commit later: its best model is another
     model's checkpoint, claiming a validation accuracy no run of a reaches."""
     project = copy_project(tiny_repro, tmp_path / "p")
     sh("dvc", "push", cwd=project)
-    a = capture(project)
+    a = captured(project)
     best = project / "models" / "best"
     card = json.loads((best / "card.json").read_text())
     rival = next(m for m in MODELS if m != card["model"])
@@ -71,7 +59,7 @@ def two_runs(tiny_repro, tmp_path, env) -> tuple[Path, dict, dict, str]:
     sh("dvc", "commit", "-f", "evaluate", cwd=project)
     sh("git", "commit", "-qam", "run b: a better best model", cwd=project)
     sh("dvc", "push", cwd=project)
-    return project, a, capture(project), rival
+    return project, a, captured(project), rival
 
 
 def _publish(project: Path, record: dict, run_id: str, folder: Path) -> subprocess.Popen:
@@ -132,7 +120,7 @@ def test_two_runs_racing_to_publish_leave_one_champion_and_both_records(two_runs
 def test_an_unanswering_git_source_fails_publish_clearly_after_retries(tiny_repro, tmp_path,
                                                                        env, monkeypatch, caplog):
     project = copy_project(tiny_repro, tmp_path / "p")
-    record = {**capture(project), "git_url": "git://127.0.0.1:9/nothing-listens-here.git"}
+    record = {**captured(project), "git_url": "git://127.0.0.1:9/nothing-listens-here.git"}
     monkeypatch.setattr(publish, "GIT_WAIT_S", 0.1)
     with caplog.at_level("WARNING", logger="pipeline.orchestration.publish"), \
             pytest.raises(RemoteUnavailable) as failed:
