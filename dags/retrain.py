@@ -42,7 +42,11 @@ def _cron(expression: str) -> CronTriggerTimetable | None:
     """A cron or preset in UTC whose first run is the next one to come; none = no clock."""
     if expression.lower() in ("", "none"):
         return None
-    return CronTriggerTimetable(expression, timezone="UTC", run_immediately=False)
+    # run_immediately=False does not mean "never the past run" in Airflow 3.1: within
+    # max(a tenth of the period, 5 min) after a boundary it still picks the run just
+    # past (a Sunday before 16:48 for @weekly). A zero buffer picks it only when now
+    # is the boundary itself.
+    return CronTriggerTimetable(expression, timezone="UTC", run_immediately=timedelta(0))
 
 # Data that failed validation, broken params or a missing DVC remote stay broken
 # until a person acts: fail at once. A dead mirror or an unreachable DVC or git

@@ -15,14 +15,24 @@ def assets(dag):
     return sorted(a.name for a in getattr(condition, "objects", [condition]) if a is not None)
 
 def first_run_in_future(dag):
-    # unpausing must start no run for a period already past (no unrequested catch-up)
-    from datetime import datetime, timezone
+    # unpausing must start no run for a period already past (no unrequested catch-up),
+    # now and a minute after the clock's last boundary (where Airflow may pick the past run)
+    from datetime import datetime, timedelta, timezone
+    import airflow.timetables.trigger as trigger
     from airflow.timetables.base import TimeRestriction
     from airflow.serialization.serialized_objects import DagSerialization
     timetable = DagSerialization.from_dict(DagSerialization.to_dict(dag)).timetable  # the scheduler's
-    info = timetable.next_dagrun_info(last_automated_data_interval=None,
-        restriction=TimeRestriction(earliest=dag.start_date, latest=None, catchup=dag.catchup))
-    return info is not None and info.run_after > datetime.now(timezone.utc)
+    clock = getattr(timetable, "timetable", timetable)
+    def first(now):
+        real, trigger.utcnow = trigger.utcnow, lambda: now
+        try:
+            info = timetable.next_dagrun_info(last_automated_data_interval=None,
+                restriction=TimeRestriction(earliest=dag.start_date, latest=None, catchup=dag.catchup))
+        finally:
+            trigger.utcnow = real
+        return info is not None and info.run_after > now
+    now = trigger.coerce_datetime(datetime.now(timezone.utc))
+    return first(now) and first(clock._align_to_prev(now) + timedelta(minutes=1))
 
 def facts(dag):
     tasks = {}
