@@ -3,6 +3,7 @@ changing it looks first.
 
 Usage: python bench/probe.py steps-per-call MODEL [--calls 1 110] [--steps 220] [--rounds 8]
        python bench/probe.py fit-phases [MODEL] [--steps 150] [--repeats 6]
+       python bench/probe.py input-pipeline [--batches 1100] [--rounds 4]
 
 Both build the project's model as the stage does (``train.compiled``,
 ``inputs.training``) on data/split when it exists, else random pixels, and
@@ -17,11 +18,15 @@ print to the terminal; neither writes a report.
   steps, after its last. This is how the wait for tf.data's autotune thread at
   the end of a ``fit`` was found (docs/training-speed.md); with that wait back,
   some fits end exactly 10.23 s after they began, whatever the model.
+- ``input-pipeline``: CPU seconds of this process per ``--batches`` batches of
+  ``inputs.training`` (image numbers shuffled, each batch gathered) against the
+  pipeline it replaced (the images themselves shuffled and batched), alternated.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import statistics
 import time
 
@@ -113,6 +118,38 @@ def fit_phases(args) -> None:
               f"{args.steps * params.train.batch_size / (end - start):.0f} images/s", flush=True)
 
 
+def input_pipeline(args) -> None:
+    import tensorflow as tf
+
+    from pipeline.rnn import inputs
+
+    params, x, y, source = _setup("rnn", args.batches)
+    cfg = params.train
+    _header("input-pipeline", source)
+
+    def images_shuffled():  # the pipeline before f0996df
+        ds = tf.data.Dataset.from_tensor_slices((x, y))
+        ds = ds.shuffle(len(x), seed=cfg.seed, reshuffle_each_iteration=True)
+        ds = ds.batch(cfg.batch_size).repeat().map(lambda a, b: (tf.cast(a, tf.float32), b))
+        return inputs.no_autotune(ds.prefetch(2))
+
+    plain = dataclasses.replace(cfg, augment=type(cfg.augment)())  # the pipelines alone
+    paths = {"numbers shuffled": lambda: inputs.training(x, y, plain),
+             "images shuffled": images_shuffled}
+    seconds = {name: [] for name in paths}
+    for _ in range(args.rounds):
+        for name, make in paths.items():
+            batches = iter(make())
+            next(batches)  # the shuffle buffer filled outside the count
+            start = time.process_time()
+            for _ in range(args.batches):
+                next(batches)
+            seconds[name].append(time.process_time() - start)
+    for name, s in seconds.items():
+        print(f"{name}: {statistics.median(s):.2f} s of CPU per {args.batches} batches "
+              f"(median of {args.rounds}; {min(s):.2f}-{max(s):.2f})", flush=True)
+
+
 def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -128,6 +165,10 @@ def parser() -> argparse.ArgumentParser:
     phases.add_argument("--steps", type=int, default=150)
     phases.add_argument("--repeats", type=int, default=6)
     phases.set_defaults(run=fit_phases)
+    feed = sub.add_parser("input-pipeline", help="CPU per batch of the training input pipeline")
+    feed.add_argument("--batches", type=int, default=1100)
+    feed.add_argument("--rounds", type=int, default=4)
+    feed.set_defaults(run=input_pipeline)
     return ap
 
 

@@ -256,6 +256,8 @@ def test_the_probes_are_one_script_with_a_subcommand_each():
     calls = probe.parser().parse_args(["steps-per-call", "bilstm", "--calls", "1", "25"])
     assert calls.run is probe.steps_per_call and calls.calls == [1, 25]
     assert probe.parser().parse_args(["fit-phases"]).model == "lstm"
+    feed = probe.parser().parse_args(["input-pipeline", "--batches", "10"])
+    assert feed.run is probe.input_pipeline and feed.batches == 10
     out = subprocess.run([sys.executable, str(ROOT / "bench" / "probe.py"), "--help"],
                          capture_output=True, text=True, check=True).stdout
     assert "steps-per-call" in out and "fit-phases" in out
