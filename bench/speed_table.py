@@ -22,18 +22,58 @@ def _precision(result: dict) -> str:
     return result.get("project_precision", "fp32")
 
 
+def peak_of(result: dict, pk: dict) -> float:
+    """The peak a share is of: bf16 TensorFlow's where the op's products are bf16,
+    else the larger of TensorFlow's and NumPy's fp32 (on Eigen, TensorFlow's own
+    product is the slower, and the op's fp32 products outrun it)."""
+    if _precision(result) == "bf16":
+        return pk["bf16"]
+    return max(pk[k] for k in ("tensorflow", "numpy") if pk.get(k))
+
+
+def _peak_name(result: dict) -> str:
+    return ("TF bf16 peak" if _precision(result) == "bf16"
+            else "fp32 peak (the larger of TF's and NumPy's)")
+
+
+def share(result: dict, r: dict) -> float:
+    """The project's share (%, median of the rounds) of the peak it is held to."""
+    return statistics.median(_shares(result, r, lambda pk: peak_of(result, pk)))
+
+
 def _share(result: dict, r: dict) -> str:
-    """The project's share of TensorFlow's peak in the precision its products use:
-    per round against that round's peak where the rounds measured one (median,
-    range), else against the one peak."""
-    bf16 = _precision(result) == "bf16"
-    mflop, rounds = r["train_mflop_per_image"], r["project"].get("rounds")
-    peaks = result.get("peak_rounds_bf16" if bf16 else "peak_rounds")
-    if not (peaks and rounds):
-        peak = result["peak_gflops"]["bf16" if bf16 else "tensorflow"]
-        return f"{100 * r['project']['images_per_s'] * mflop / 1e3 / peak:.0f}%"
-    shares = [100 * rate * mflop / 1e3 / pk for rate, pk in zip(rounds, peaks)]
+    shares = _shares(result, r, lambda pk: peak_of(result, pk))
+    if len(shares) == 1:
+        return f"{shares[0]:.0f}%"
     return f"{statistics.median(shares):.0f}% ({min(shares):.0f}-{max(shares):.0f}%)"
+
+
+def _shares(result: dict, r: dict, pick) -> list[float]:
+    """Each round's project GFLOP/s in % of the peak ``pick`` takes from that round's
+    peaks, measured among the model's own blocks (lock-step runs); else the median
+    images/s in % of the run's one peak."""
+    mflop, rounds = r["train_mflop_per_image"], r["project"].get("rounds")
+    if r.get("peak_rounds") and rounds:
+        peaks = [pick(pk) for pk in r["peak_rounds"]]
+    else:
+        rounds, peaks = [r["project"]["images_per_s"]], [pick(result["peak_gflops"])]
+    return [100 * rate * mflop / 1e3 / pk for rate, pk in zip(rounds, peaks)]
+
+
+def ratio(row: dict, baseline: str = "reference") -> float:
+    """The project's speed over a baseline's: the median of the rounds' ratios where
+    the paths took turns (lock-step), else the ratio of the medians."""
+    got = row[baseline]
+    if got.get("ratio_rounds"):
+        return statistics.median(got["ratio_rounds"])
+    return row["project"]["images_per_s"] / got["images_per_s"]
+
+
+def _ratio_cell(row: dict, baseline: str = "reference", key: str = "ratio_rounds") -> str:
+    rounds = row[baseline].get(key) or []
+    spread = f" ({min(rounds):.2f}-{max(rounds):.2f}x)" if len(rounds) > 1 else ""
+    middle = statistics.median(rounds) if rounds else ratio(row, baseline)
+    return f"{middle:.2f}x{spread}"
 
 
 def _steps(result: dict, name: str) -> int:
@@ -79,48 +119,61 @@ def write(result: dict, out: Path) -> None:
         + (" The ISA is capped by the settings in the command: another CPU's path, emulated "
            "on this one (its ISA line lists flags the run did not use)."
            if "=" in result.get("command", "").split(" python")[0] else ""),
-        f"fp32 matmul peak (2048², all cores): TensorFlow {pk['tensorflow']:.0f} GFLOP/s, "
-        f"NumPy {pk['numpy']:.0f} GFLOP/s"
-        + (", TensorFlow's at the start of each round {}".format(
-            " / ".join(f"{p:.0f}" for p in result["peak_rounds"]))
-           if result.get("peak_rounds") else "")
+        f"fp32 matmul peak at the run's start (2048², all cores): TensorFlow "
+        f"{pk['tensorflow']:.0f} GFLOP/s, NumPy {pk['numpy']:.0f} GFLOP/s"
         + (f"; bf16 matmul peak (TensorFlow) {pk['bf16']:.0f} GFLOP/s"
-           + (", at the start of each round {}".format(
-               " / ".join(f"{p:.0f}" for p in result["peak_rounds_bf16"]))
-              if result.get("peak_rounds_bf16") else "")
            if _precision(result) == "bf16" else "")
         + f". Project kernel: `{result['kernel']}`"
         + (f" ({result['resolved']})." if result.get("resolved") else "."),
         f"Every path of a model timed alike: {_window(result)} of batch {result['batch']} "
         f"after {result['warmup']} warm-up steps in one training loop, the clock from the end "
         "of the last warm-up step to the end of the last step (input conversion outside), "
-        "each in a fresh process; median of "
-        f"{result['repeats']} interleaved rounds (range in brackets). "
+        "each in a fresh process"
+        + ("; the paths of a model (and the matmul peak) in lock-step, taking turns in "
+           f"blocks of {result['block']} steps so that the machine's drifts hit all alike "
+           "(bench/lockstep.py). A path's images/s is its fastest block's (its speed when "
+           "nothing interrupts it: on this VM an interruption only adds time, and hits "
+           "plain Keras and PyTorch harder than the op), a ratio the median of the rounds' "
+           "ratios, the whole windows' below the table"
+           if result.get("timing") == "lockstep" else "")
+        + f"; median of {result['repeats']} rounds (range in brackets). "
         f"Command: `{result.get('command', 'python bench/train_speed.py')}`"
-        " (`make bench` runs it without arguments).",
+        " (`make bench` runs it without arguments)"
+        + (f"; tables from its recorded blocks: `{result['table_command']}`"
+           if result.get("table_command") else "") + ".",
         "",
         "| model | MFLOP/image | timed steps | plain Keras img/s | project img/s | ratio "
-        f"| project GFLOP/s | % of TF {_precision(result)} peak (of each round's) "
+        f"| project GFLOP/s | % of {_peak_name(result)}, each round's "
         "| PyTorch img/s | project / PyTorch |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, r in result["models"].items():
-        ref, ours = r["reference"]["images_per_s"], r["project"]["images_per_s"]
-        gf = ours * r["train_mflop_per_image"] / 1e3
+        gf = r["project"]["images_per_s"] * r["train_mflop_per_image"] / 1e3
         torch = r.get("torch", {}).get("images_per_s")
         lines.append(
             f"| {name} | {r['train_mflop_per_image']:.1f} | {_steps(result, name):,} | "
             f"{_rate(r['reference'])} | "
-            f"{_rate(r['project'])} | {ours / ref:.2f}x | {gf:.1f} | "
+            f"{_rate(r['project'])} | {_ratio_cell(r)} | {gf:.1f} | "
             f"{_share(result, r)} | "
-            + (f"{_rate(r['torch'])} | {ours / torch:.2f}x |" if torch else "- | - |"))
-    if _precision(result) == "fp32":  # the larger of the two libraries' fp32 products
-        lib, best = max(((k, pk[k]) for k in ("tensorflow", "numpy") if pk.get(k)),
-                        key=lambda kv: kv[1])
-        lines += ["", f"The project's GFLOP/s against the larger fp32 matmul peak of the run "
-                  f"({'NumPy' if lib == 'numpy' else 'TensorFlow'}'s, {best:.0f} GFLOP/s): "
-                  + ", ".join(f"{name} {100 * r['project']['images_per_s'] * r['train_mflop_per_image'] / 1e3 / best:.0f}%"
-                              for name, r in result["models"].items()) + "."]
+            + (f"{_rate(r['torch'])} | {_ratio_cell(r, 'torch')} |" if torch else "- | - |"))
+    if result.get("timing") == "lockstep":
+        lines += ["", "Over whole windows (every block, interruptions included), median of "
+                  "the rounds (range): project / plain Keras "
+                  + ", ".join(f"{name} {_ratio_cell(r, 'reference', 'window_ratio_rounds')}"
+                              for name, r in result["models"].items())
+                  + ("; project / PyTorch " + ", ".join(
+                      f"{name} {_ratio_cell(r, 'torch', 'window_ratio_rounds')}"
+                      for name, r in result["models"].items())
+                     if all("torch" in r for r in result["models"].values()) else "") + "."]
+        kinds = [k for k in ("tensorflow", "numpy", "bf16")
+                 if all(k in pk for r in result["models"].values() for pk in r["peak_rounds"])]
+        lines += ["", "Matmul peaks measured among each model's blocks (GFLOP/s, "
+                  + " / ".join({"tensorflow": "TensorFlow fp32", "numpy": "NumPy fp32",
+                                "bf16": "TensorFlow bf16"}[k] for k in kinds)
+                  + ", median of the blocks, per round): "
+                  + "; ".join(f"{name} " + ", ".join(
+                      " / ".join(f"{pk[k]:.0f}" for k in kinds) for pk in r["peak_rounds"])
+                      for name, r in result["models"].items()) + "."]
     says = {"before": f"the project's path at {result.get('before')}",
             "fp32": "the project's path with `train.precision: fp32`",
             "fused": "the project's path on pipeline.rnn.fused's TensorFlow ops (no C++ op)",
@@ -134,7 +187,10 @@ def write(result: dict, out: Path) -> None:
         for name, r in result["models"].items():
             ref = r["reference"]["images_per_s"]
             lines.append(f"| {name} | " + " | ".join(
-                f"{_rate(r[k])}, {r[k]['images_per_s'] / ref:.2f}x" for k in variants) + " |")
+                f"{_rate(r[k])}, {r[k]['images_per_s'] / ref:.2f}x"
+                + (f"; the project {_ratio_cell(r, k)} its speed"  # rounds' own ratios
+                   if k == "before" and r[k].get("ratio_rounds") else "")
+                for k in variants) + " |")
     save(out, lines, result)
 
 
@@ -147,8 +203,10 @@ def save(out: Path, lines: list[str], result: dict) -> None:
 
 
 def agreement(first: dict, second: dict, out: Path, limit: float = 3.0) -> bool:
-    """Two runs of the same command side by side: each median and how far the
-    second is from the first, in %; whether every one is within ``limit``."""
+    """Two runs of the same command side by side. Judged against ``limit`` (%): the
+    bench's results, each a speed over another measured in the same blocks (the
+    ratios, the shares of the peak). Shown beside them, not judged: each path's
+    images/s and the peaks, which are the machine's speed that hour."""
     why = same_command(first, second)
     if why:
         raise SystemExit(f"bench: {why}; compare two runs of one command on one machine")
@@ -157,41 +215,49 @@ def agreement(first: dict, second: dict, out: Path, limit: float = 3.0) -> bool:
              f"Machine: **{m['cpu_model']}**, {m['cpu_count']} cores, ISA: {m['isa_flags']}. "
              f"Commands: `{first.get('command')}` then `{second.get('command')}`; "
              f"{_window(first)} after {first['warmup']} warm-up steps, "
-             f"median of {first['repeats']} rounds each. Limit: {limit:g}%.", "",
-             "| model | path | first img/s | second img/s | difference |",
-             "|---|---|---|---|---|"]
-    worst = 0.0
+             f"median of {first['repeats']} rounds each. Limit: {limit:g}% on the results "
+             "(ratios, shares of the peak); images/s are the machine's speed, shown.", "",
+             "| model | result | first | second | difference |", "|---|---|---|---|---|"]
+    worst, shown = 0.0, []
     for name, row in first["models"].items():
+        other = second["models"].get(name)
+        if not other:
+            continue
+        for what, get, unit in _results(first, row):
+            a, b = get(first, row), get(second, other)
+            diff = 100 * (b - a) / a
+            worst = max(worst, abs(diff))
+            lines.append(f"| {name} | {what} | {a:.2f}{unit} | {b:.2f}{unit} | {diff:+.1f}% |")
         for impl, got in row.items():
-            other = second["models"].get(name, {}).get(impl)
-            if not isinstance(got, dict) or not other:
-                continue
-            a, b = got["images_per_s"], other["images_per_s"]
-            diff = 100 * (b - a) / a
-            worst = max(worst, abs(diff))
-            lines.append(f"| {name} | {impl} | {a:,.0f} | {b:,.0f} | {diff:+.1f}% |")
-        if all(isinstance(run["models"].get(name, {}).get(k), dict)
-               for run in (first, second) for k in ("project", "reference")):
-            a, b = (_ratio(run["models"][name]) for run in (first, second))
-            diff = 100 * (b - a) / a
-            worst = max(worst, abs(diff))
-            lines.append(f"| {name} | ratio project / plain Keras | {a:.2f}x | {b:.2f}x | "
-                         f"{diff:+.1f}% |")
+            if isinstance(got, dict) and isinstance(other.get(impl), dict):
+                a, b = got["images_per_s"], other[impl]["images_per_s"]
+                shown.append(f"| {name} | {impl} | {a:,.0f} | {b:,.0f} | "
+                             f"{100 * (b - a) / a:+.1f}% |")
     ok = worst <= limit
     lines += ["", f"Largest difference {worst:.1f}%: "
-              + (f"every median within {limit:g}%." if ok else f"**above {limit:g}%**."),
-              "", "The machine's own speed in each run (TensorFlow's fp32 matmul GFLOP/s at "
-              "the start of each round; a spread here is the machine's, not the window's): "
+              + (f"every result within {limit:g}%." if ok else f"**above {limit:g}%**."),
+              "", "Each path's images/s (not judged: the machine's speed):", "",
+              "| model | path | first img/s | second img/s | difference |",
+              "|---|---|---|---|---|", *shown,
+              "", "The machine's own speed in each run (TensorFlow's fp32 matmul GFLOP/s per "
+              "round; a spread here is the machine's, not the window's): "
               + "; ".join(_peaks(run) for run in (first, second)) + "."]
     save(out, lines, {"first": first, "second": second, "worst_pct": worst, "ok": ok})
     return ok
 
 
-def _ratio(row: dict) -> float:
-    return row["project"]["images_per_s"] / row["reference"]["images_per_s"]
+def _results(run: dict, row: dict) -> list:
+    """What a run concludes about a model: (name, how to read it, unit) each."""
+    got = [("project / plain Keras", lambda _, r: ratio(r), "x")]
+    if isinstance(row.get("torch"), dict):
+        got.append(("project / PyTorch", lambda _, r: ratio(r, "torch"), "x"))
+    got.append((f"% of {_peak_name(run)}", share, "%"))
+    return got
 
 
 def _peaks(run: dict) -> str:
-    rounds = run.get("peak_rounds") or [run["peak_gflops"]["tensorflow"]]
+    rounds = ([pk["tensorflow"] for r in run["models"].values() for pk in r["peak_rounds"]]
+              if run.get("timing") == "lockstep" else
+              run.get("peak_rounds") or [run["peak_gflops"]["tensorflow"]])
     return (f"`{run.get('command')}` " + " / ".join(f"{p:.0f}" for p in rounds)
             + f" ({100 * (max(rounds) / min(rounds) - 1):.0f}% apart)")

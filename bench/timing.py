@@ -18,27 +18,41 @@ class Clock:
     before the input pipeline's teardown (tf.data's autotune thread can hold the
     end of a plain ``fit`` for seconds). Keras calls ``on_train_batch_end`` with the
     index of the last step of each call, so with several steps per call both
-    points must fall at the end of a call."""
+    points must fall at the end of a call.
 
-    def __init__(self, warmup: int, steps: int):
+    With ``block``, the window is timed in blocks of that many steps and ``pace``
+    (bench/lockstep.py's) is called at each block's end and after the warm-up,
+    outside the clock: the process waits there while the other paths take their
+    turn. ``seconds`` is then the sum of the blocks."""
+
+    def __init__(self, warmup: int, steps: int, block: int | None = None, pace=None):
         import keras
 
-        clock = self
+        clock, block = self, block or steps
         self.marks: dict = {}
+        self.blocks: list[float] = []
 
         class _Callback(keras.callbacks.Callback):
             def on_train_batch_end(self, batch, logs=None):
                 done = batch + 1  # steps finished in this fit
-                if done in (warmup, warmup + steps):
-                    clock.marks[done] = time.perf_counter()
-        self.callback, self.warmup, self.steps = _Callback(), warmup, steps
+                if done < warmup or done > warmup + steps or (done - warmup) % block:
+                    return
+                now = time.perf_counter()
+                clock.marks[done] = now
+                if done > warmup:
+                    clock.blocks.append(now - clock.start)
+                if pace:
+                    pace(None if done == warmup else {"seconds": clock.blocks[-1]})
+                clock.start = time.perf_counter()
+        self.callback, self.warmup, self.steps, self.block = _Callback(), warmup, steps, block
 
     def seconds(self) -> float:
-        missing = {self.warmup, self.warmup + self.steps} - set(self.marks)
-        if missing:
+        ends = {self.warmup + self.block * (i + 1) for i in range(self.steps // self.block)}
+        missing = ({self.warmup, self.warmup + self.steps} | ends) - set(self.marks)
+        if missing or self.steps % self.block:
             raise SystemExit(f"bench: no call ended at step(s) {sorted(missing)}: "
                              "--warmup and --steps must be multiples of the steps per call")
-        return self.marks[self.warmup + self.steps] - self.marks[self.warmup]
+        return sum(self.blocks)
 
 
 def peak(kind: str, n: int = 2048, repeats: int = 20) -> float:
@@ -64,3 +78,15 @@ def _timed(fn) -> float:
     start = time.perf_counter()
     fn()
     return time.perf_counter() - start
+
+
+def serve_peak(kinds: list[str], repeats: int = 5) -> dict:
+    """A lock-step worker (bench/lockstep.py) of the machine's peak: at each turn the
+    best of ``repeats`` 2048 x 2048 products of every kind, so that a share of the
+    peak is against the peak measured among the same blocks as the training."""
+    from lockstep import pace
+
+    word = pace(None) if all(peak(kind, repeats=1) for kind in kinds) else "end"  # warm
+    while word == "go":
+        word = pace({"gflops": {kind: peak(kind, repeats=repeats) for kind in kinds}})
+    return {"kinds": kinds}

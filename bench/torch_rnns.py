@@ -2,9 +2,12 @@
 
 Usage (in the PyTorch venv that bench/train_speed.py creates):
     python bench/torch_rnns.py MODEL --steps N --warmup W [--data data/split/train.npz]
+                               [--block B --serve]
 Prints one JSON line: images/s of N training steps (batch 100, Adam, cross-entropy)
 after W warm-up steps: the clock starts when step W has finished and stops when
-the last has (its loss read back), the data made before either: the images the
+the last has (its loss read back); with ``--block``, the same in blocks of B steps
+(with ``--serve``, taking turns with the other paths: bench/lockstep.py), the
+sum of the blocks being the window. The data is made before either: the images the
 Keras paths train on (``--data``, taken in order and again from the start when
 the window is longer), else random pixels. Built-in nn.RNN / nn.LSTM / nn.GRU with PyTorch's default
 settings; same shapes and parameter counts as the Keras models (PyTorch keeps two
@@ -20,6 +23,8 @@ import time
 import numpy as np
 import torch
 from torch import nn
+
+from lockstep import pace  # the sibling bench/lockstep.py: one block at a time
 
 
 class Net(nn.Module):
@@ -57,6 +62,9 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=660)
     ap.add_argument("--warmup", type=int, default=110)
     ap.add_argument("--data", help="an .npz with x (n, 28, 28) uint8 and y (n,)")
+    ap.add_argument("--block", type=int, help="time the window in blocks of this many steps")
+    ap.add_argument("--serve", action="store_true",
+                    help="a lock-step worker: wait for the parent's word around each block")
     args = ap.parse_args()
     torch.manual_seed(0)
     if args.data:
@@ -83,15 +91,22 @@ def main() -> None:
 
     for i in range(args.warmup):
         step(i)
-    start = time.perf_counter()
-    for i in range(args.warmup, args.warmup + args.steps):
-        loss = step(i)
-    float(loss)
-    seconds = time.perf_counter() - start
-    print(json.dumps({"images_per_s": args.steps * 100 / seconds,
+    block = args.block or args.steps  # the window, timed in blocks (bench/lockstep.py)
+    seconds, done = [], args.warmup
+    if args.serve:
+        pace(None)
+    while done < args.warmup + args.steps:
+        start = time.perf_counter()
+        for i in range(done, done + block):
+            loss = step(i)
+        float(loss)
+        seconds.append(time.perf_counter() - start)
+        done += block
+        if args.serve:
+            pace({"seconds": seconds[-1]})
+    print(json.dumps({"images_per_s": args.steps * 100 / sum(seconds),
                       "params": sum(p.numel() for p in net.parameters()),
                       "threads": torch.get_num_threads(), "torch": torch.__version__}))
-
 
 if __name__ == "__main__":
     main()

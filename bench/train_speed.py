@@ -5,20 +5,22 @@ Usage: python bench/train_speed.py [--gflop 2000 | --steps N] [--warmup 110]
                                    [--out reports/bench-train]
        python bench/train_speed.py --agreement FIRST.json SECOND.json --out reports/bench-agreement
 
-Every path is timed the same way, each measurement in a fresh process (so no
-setting leaks between them): images/s over the steps ``warmup + 1 .. warmup +
-steps`` (batch 100) of one training loop, the clock started at the end of step
-``warmup`` and stopped at the end of the last step (``Clock``), so tracing,
-compilation, start-up, the conversion of the input and the input pipeline's
-teardown are outside every window. Both numbers are multiples of the stage's 110
-steps per call, so the project's calls end exactly there. Every path of a model
-times the same steps; by default each model's window holds the same arithmetic
+Every path is timed the same way, each in a fresh process (so no setting leaks
+between them): images/s over the steps ``warmup + 1 .. warmup + steps`` (batch
+100) of one training loop, the clock started at the end of step ``warmup`` and
+stopped at the end of the last step (``Clock``), so tracing, compilation,
+start-up, the conversion of the input and the input pipeline's teardown are
+outside every window. Both numbers are multiples of the stage's 110 steps per
+call, so the project's calls end exactly there. Every path of a model times the
+same steps; by default each model's window holds the same arithmetic
 (``--gflop``, 2,000 GFLOP: 2,310 steps of the RNN, 660 of the LSTM, 770 of the
-GRU, 550 of the BiLSTM, 10-15 s of the project's path on the AVX-512 EPYC; the
-bench's three rounds of four paths then take about 20 minutes), meant to be long
-enough that two runs of the bench agree within 3% (``--agreement``,
-reports/bench-agreement.md; 660 steps gave the RNN a 3.7 s window and two runs
-17% apart):
+GRU, 550 of the BiLSTM). The paths of a model run in lock-step
+(bench/lockstep.py): they start and warm up together, then take turns, one
+block of 110 steps each, so that this VM's drifts (5-20% within minutes) slow
+them alike; a path's window is the sum of its blocks. Three rounds, each a fresh
+session of every model, take about 25 minutes; two runs of the bench then agree
+within 3% on their results (``--agreement``, reports/bench-agreement.md;
+timed one path after another, they did not):
 
 - reference: the tutorial's architecture from stock Keras layers, plain
   ``model.fit`` on NumPy arrays (one step per call), Adam, stock TensorFlow settings;
@@ -36,19 +38,18 @@ reports/bench-agreement.md; 660 steps gave the RNN a 3.7 s window and two runs
   DIR on ``PYTHONPATH``, so that it imports DIR's pipeline and reads DIR's params.
 
 Also the machine's matrix-multiply peak (2048 x 2048: TensorFlow and NumPy in
-fp32, TensorFlow in bf16 where the project's products are bf16), TensorFlow's
-again at the start of every round, because this VM's speed drifts by more than
-the effects measured: each round's share of the peak is taken against that
-round's own peak in the precision the path's products use. GFLOP/s of every
-training are 3 x the forward pass's multiply-adds x 2 (recurrent and input
-products and the classifier). Writes ``<out>.md`` and ``<out>.json``. Uses
+fp32, TensorFlow in bf16 where the project's products are bf16): once at the
+start, and in every session as one more lock-step worker, so that each round's
+share of the peak is against the peak measured among its own blocks, in the
+precision the path's products use. GFLOP/s of every training are 3 x the forward
+pass's multiply-adds x 2 (recurrent and input products and the classifier).
+Writes ``<out>.md`` and ``<out>.json`` (every block's seconds too). Uses
 data/split when it exists, else random pixels.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import statistics
 import subprocess
@@ -57,11 +58,14 @@ from pathlib import Path
 
 from checkout import ROOT, child_env, command, own_pipeline  # siblings in bench/
 from speed_table import agreement, write  # the reports
-from timing import Clock, peak  # how every path is timed
+from keras_paths import SPLIT, measure_tf  # what runs in each measuring process
+from lockstep import Session, block_peak, pace, rate, undisturbed, whole  # turns
+from timing import peak, serve_peak  # the machine's peak
 
 TORCH_VENV = ROOT / ".bench" / "torch"
 TORCH_PIN = "torch==2.13.0"
 GATES = {"simple_rnn": 1, "lstm": 4, "gru": 3}
+STEPS_PER_CALL = 110  # the stage's (pipeline.rnn.protocol): windows end at a call's end
 
 
 def train_flops(m, steps: int = 28, features: int = 28, classes: int = 10) -> float:
@@ -74,10 +78,6 @@ def train_flops(m, steps: int = 28, features: int = 28, classes: int = 10) -> fl
     return 3 * 2 * (stacks * per_stack + head_in * classes)
 
 
-SPLIT = ROOT / "data" / "split" / "train.npz"  # every path's images, where it exists
-STEPS_PER_CALL = 110  # the stage's (pipeline.rnn.protocol): windows end at a call's end
-
-
 def steps_for(mflop_per_image: float, gflop: float) -> int:
     """Timed steps (batch 100) holding at least ``gflop`` GFLOP of training, rounded
     up to whole calls of the stage's steps per call."""
@@ -85,83 +85,16 @@ def steps_for(mflop_per_image: float, gflop: float) -> int:
     return int(max(calls, 1)) * STEPS_PER_CALL
 
 
-def _data(n: int):
-    import numpy as np
-
-    split = SPLIT
-    if split.exists():
-        with np.load(split) as z:  # repeated where the window is longer than an epoch
-            take = np.arange(n) % len(z["y"])
-            return z["x"][take], z["y"][take], "data/split (MNIST)"
-    rng = np.random.default_rng(0)
-    return (rng.integers(0, 256, (n, 28, 28), dtype="uint8"),
-            rng.integers(0, 10, n).astype("int64"), "random pixels")
+def in_checkout(root: Path) -> dict:
+    """How a child runs so that it imports ``root``'s pipeline (its own checkout's,
+    not the editable install's) and reads ``root``'s params.yaml."""
+    return {"env": child_env(root), "cwd": root}
 
 
-def _modules():
-    """The measured checkout's modules, under their names before and after the
-    move into subpackages, so that ``--against`` an older checkout is timed by
-    this script's clock, not by that checkout's own bench."""
-    import importlib
-
-    def one(*names):
-        for n in names:
-            try:
-                return importlib.import_module(n)
-            except ImportError:
-                continue
-        raise SystemExit(f"bench: none of {names} importable")
-    return {n: one(f"pipeline.{pkg}.{n}", f"pipeline.{n}") for n, pkg in
-            (("inputs", "rnn"), ("model", "rnn"), ("protocol", "rnn"), ("heap", "rnn"),
-             ("train", "stages"))}
-
-
-def measure_tf(impl: str, name: str, steps: int, warmup: int, code: Path = ROOT) -> dict:
-    """One measurement in this process: images/s of ``impl`` training ``name``
-    over the steps ``warmup + 1 .. warmup + steps`` of a single ``fit`` (``Clock``).
-    ``code`` is the checkout whose pipeline and params.yaml are measured."""
-    import keras
-
-    from pipeline import config
-
-    m = _modules()
-    params = (config.load_project(code) if hasattr(config, "load_project")  # since the move
-              else config.load())  # an older checkout's config reads its own params
-    x, y, source = _data((steps + warmup) * 100)
-    clock = Clock(warmup, steps)
-    if impl in ("reference", "xla", "bf16"):  # stock layers, plain fit on NumPy
-        if impl == "bf16":
-            keras.mixed_precision.set_global_policy("mixed_bfloat16")
-        net = m["model"].build(params.models[name], kernel="keras")
-        net.compile(optimizer=keras.optimizers.Adam(0.001),
-                    loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                    metrics=["accuracy"], jit_compile=impl == "xla")
-        net.fit(x.astype("float32"), y, batch_size=100, epochs=1, verbose=0,
-                callbacks=[clock.callback])
-        per_call = 1
-    else:  # project (params.yaml as it is), fused (TensorFlow's ops), fp32 products or glibc
-        if impl == "glibc":  # glibc's malloc as it comes: train.compiled's setting skipped
-            m["heap"].keep_freed_memory = lambda: False
-        if impl in ("fused", "fp32"):
-            changed = {"kernel": "fused"} if impl == "fused" else {"precision": "fp32"}
-            params = dataclasses.replace(
-                params, train=dataclasses.replace(params.train, **changed))
-        if hasattr(params.train, "augment"):  # the same images as every other path's
-            params = dataclasses.replace(params, train=dataclasses.replace(
-                params.train, augment=type(params.train.augment)()))
-        per_call = m["protocol"].plan(params.train, 55_000)["steps_per_call"]  # as the stage's
-        net = m["train"].compiled(name, params, total_steps=10 ** 6, steps_per_call=per_call)
-        net.fit(m["inputs"].training(x, y, params.train), epochs=1,
-                steps_per_epoch=warmup + steps, verbose=0, callbacks=[clock.callback])
-    return {"images_per_s": steps * 100 / clock.seconds(), "params": net.count_params(),
-            "data": source, "steps_per_call": per_call}
-
-
-def _child(*args: str, python: str = sys.executable, root: Path = ROOT) -> dict:
-    """One measurement in a fresh process that imports ``root``'s pipeline (its own
-    checkout's, not the editable install's) and prints one JSON line."""
-    out = subprocess.run([python, *args], capture_output=True, text=True, env=child_env(root),
-                         cwd=root)
+def _child(*args: str) -> dict:
+    """One measurement in a fresh process of this checkout, printing one JSON line."""
+    out = subprocess.run([sys.executable, *args], capture_output=True, text=True,
+                         **in_checkout(ROOT))
     if out.returncode:
         raise SystemExit(f"bench: {' '.join(args)} failed:\n{out.stderr[-2000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -174,6 +107,61 @@ def torch_python() -> str:
         subprocess.run([sys.executable, "-m", "venv", str(TORCH_VENV)], check=True)
         subprocess.run([str(py), "-m", "pip", "install", "-q", TORCH_PIN, "numpy"], check=True)
     return str(py)
+
+
+def session(name: str, impls: list[str], steps: int, args, kinds: list[str],
+            tpy: str | None) -> dict:
+    """One round of one model: every path and the peak as lock-step workers, in
+    blocks of one call of the stage (110 steps), ``steps // 110`` turns each."""
+    me, block = str(Path(__file__).resolve()), STEPS_PER_CALL
+    common = ["--steps", str(steps), "--warmup", str(args.warmup), "--block", str(block),
+              "--serve"]
+    mine = in_checkout(ROOT)
+    workers = {}
+    for impl in impls:
+        if impl == "torch":
+            data = ["--data", str(SPLIT)] if SPLIT.exists() else []
+            workers[impl] = ([tpy, str(ROOT / "bench" / "torch_rnns.py"), name, *common,
+                              *data], mine)
+        elif impl == "before":
+            workers[impl] = ([sys.executable, me, "--measure", "project", name, *common,
+                              "--code", str(args.against)], in_checkout(args.against))
+        else:
+            workers[impl] = ([sys.executable, me, "--measure", impl, name, *common], mine)
+    workers["peak"] = ([sys.executable, me, "--serve-peak", *kinds], mine)
+    turns = steps // block
+    shown = lambda i, n: print(f"  {name}: turn {i}/{n}", end="\n" if i == n else "\r",  # noqa: E731
+                               flush=True)
+    return Session(workers).run(turns, progress=shown)
+
+
+def tally(runs: list[dict], mflop: float, steps: int) -> dict:
+    """A model's row from its rounds: every path's blocks and every round's peaks
+    (``derive`` reads them)."""
+    row = {"train_mflop_per_image": mflop, "steps": steps,
+           "peak_rounds": [{k: block_peak(r["peak"], k) for k in r["peak"]["kinds"]}
+                           for r in runs],
+           "peak_blocks": [[b["gflops"] for b in r["peak"]["blocks"]] for r in runs]}
+    for impl in (k for k in runs[0] if k != "peak"):
+        row[impl] = {**{k: v for k, v in runs[0][impl].items() if k != "blocks"},
+                     "blocks": [[b["seconds"] for b in r[impl]["blocks"]] for r in runs]}
+    return derive(row, STEPS_PER_CALL)
+
+
+def derive(row: dict, block: int) -> dict:
+    """What a model's blocks say: each path's images/s per round from its fastest
+    block (``undisturbed``; median and range of the rounds) and over its whole
+    window; the project's ratio to each baseline per round, both ways."""
+    paths = [k for k, v in row.items() if isinstance(v, dict) and "blocks" in v]
+    for impl in paths:
+        got = row[impl]
+        fast = [undisturbed(b, block) for b in got["blocks"]]
+        got.update(images_per_s=statistics.median(fast), all=sorted(fast), rounds=fast,
+                   window_rounds=[whole(b, block) for b in got["blocks"]])
+    for impl in (k for k in paths if k in ("reference", "torch", "before")):
+        for mine, theirs in (("ratio_rounds", "rounds"), ("window_ratio_rounds", "window_rounds")):
+            row[impl][mine] = [p / q for p, q in zip(row["project"][theirs], row[impl][theirs])]
+    return row
 
 
 def main() -> None:
@@ -189,8 +177,8 @@ def main() -> None:
                     help="steps before the clock starts, the same for every path")
     ap.add_argument("--models", nargs="*")
     ap.add_argument("--repeats", type=int, default=3,
-                    help="rounds; each round measures every model and implementation once, "
-                         "so drifts in machine speed hit all alike; the median is reported")
+                    help="rounds; each round is a fresh lock-step session of every path "
+                         "of every model; the median is reported")
     ap.add_argument("--no-torch", action="store_true")
     ap.add_argument("--against", type=Path, metavar="DIR",
                     help="also measure the project's path of the checkout DIR (a git worktree "
@@ -204,40 +192,56 @@ def main() -> None:
     ap.add_argument("--agreement", nargs=2, type=Path, metavar=("FIRST", "SECOND"),
                     help="measure nothing: compare two runs' JSON reports of the same "
                          "command (one machine) and write <out>.md/.json; exit 1 if a "
-                         "median differs by more than 3%%")
+                         "ratio or share of the peak differs by more than 3%%")
+    ap.add_argument("--table", type=Path, metavar="RUN.json",
+                    help="measure nothing: write <out>.md/.json again from the blocks a run "
+                         "recorded (after a change to how they are read)")
     ap.add_argument("--measure", nargs=2, metavar=("IMPL", "MODEL"), help=argparse.SUPPRESS)
+    ap.add_argument("--block", type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--peak", help=argparse.SUPPRESS)
+    ap.add_argument("--serve-peak", nargs="+", help=argparse.SUPPRESS)
     ap.add_argument("--code", type=Path, default=ROOT, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.agreement:
         first, second = (json.loads(p.read_text()) for p in args.agreement)
         sys.exit(0 if agreement(first, second, Path(args.out)) else 1)
+    if args.table:  # the tables again from a run's recorded blocks
+        result = json.loads(args.table.read_text())
+        for row in result["models"].values():
+            derive(row, result.get("block", STEPS_PER_CALL))
+        result["table_command"] = command("train_speed.py")
+        write(result, Path(args.out))
+        return
+    if args.serve_peak:
+        print(json.dumps(serve_peak(args.serve_peak)))
+        return
     own_pipeline(args.code)
     if args.measure:
-        print(json.dumps(measure_tf(*args.measure, args.steps, args.warmup, args.code)))
+        print(json.dumps(measure_tf(*args.measure, args.steps, args.warmup, args.code,
+                                    args.block, pace if args.serve else None)))
         return
     if args.peak:
         print(json.dumps({"gflops": peak(args.peak)}))
         return
 
-    from pipeline import config
-    from pipeline.rnn import kernels
-    from pipeline.rnn import native
-    from pipeline import runtime
+    from pipeline import config, runtime
+    from pipeline.rnn import kernels, native
 
     params = config.load_project(ROOT)
     chosen = "native" if native.load() is not None else "TensorFlow ops"
     bf16 = chosen == "native" and kernels.precision(params.train.precision, "native")
     names = args.models or list(params.models)
-    me = Path(__file__).resolve()
     mflop = {name: train_flops(params.models[name]) / 1e6 for name in names}
     steps = {name: args.steps or steps_for(mflop[name], args.gflop) for name in names}
+    kinds = ["tensorflow", "numpy", *(["bf16"] if bf16 else [])]
     result = {"machine": runtime.machine(), "kernel": params.train.kernel,
               "command": command("train_speed.py"),
               "resolved": f"{chosen}, {'bf16' if bf16 else 'fp32'} recurrent products",
               "steps": steps, "gflop": None if args.steps else args.gflop,
               "warmup": args.warmup, "batch": 100, "repeats": args.repeats,
-              "peak_gflops": {k: _child(str(me), "--peak", k)["gflops"]
+              "timing": "lockstep", "block": STEPS_PER_CALL,
+              "peak_gflops": {k: _child(__file__, "--peak", k)["gflops"]
                               for k in ("tensorflow", "numpy", "bf16")}, "models": {},
               "project_precision": "bf16" if bf16 else "fp32"}
     if args.against:
@@ -249,36 +253,21 @@ def main() -> None:
                                            "--format=%h"], capture_output=True,
                                           text=True).stdout.strip() or str(args.against)
     tpy = None if args.no_torch else torch_python()
-    runs: dict = {name: {} for name in names}
-    extra = (("before",) if args.against else ()) + (("torch",) if tpy else ())
-    result["peak_rounds"], result["peak_rounds_bf16"] = [], []
+    impls = ["reference", "project", *args.variants, *(["before"] if args.against else []),
+             *(["torch"] if tpy else [])]
+    runs: dict = {name: [] for name in names}
     for rnd in range(args.repeats):
-        result["peak_rounds"].append(_child(str(me), "--peak", "tensorflow")["gflops"])
-        if bf16:
-            result["peak_rounds_bf16"].append(_child(str(me), "--peak", "bf16")["gflops"])
         for name in names:
-            common = ["--steps", str(steps[name]), "--warmup", str(args.warmup)]
-            for impl in ("reference", "project", *args.variants, *extra):
-                if impl == "torch":
-                    data = ["--data", str(SPLIT)] if SPLIT.exists() else []
-                    got = _child(str(ROOT / "bench" / "torch_rnns.py"), name, *common, *data,
-                                 python=tpy)
-                elif impl == "before":
-                    got = _child(str(me), "--measure", "project", name, *common,
-                                 "--code", str(args.against), root=args.against)
-                else:
-                    got = _child(str(me), "--measure", impl, name, *common)
-                runs[name].setdefault(impl, []).append(got)
-                print(f"round {rnd + 1}: {name:7s} {impl:9s} {got['images_per_s']:8.0f} images/s",
-                      flush=True)
+            got = session(name, impls, steps[name], args, kinds, tpy)
+            runs[name].append(got)
+            print(f"round {rnd + 1}: {name:7s} " + "  ".join(
+                f"{impl} {rate(got[impl], steps[name]):,.0f}" for impl in impls)
+                + " images/s", flush=True)
     for name in names:
-        row = {"train_mflop_per_image": mflop[name], "steps": steps[name]}
-        for impl, got in runs[name].items():
-            rates = [g["images_per_s"] for g in got]  # in round order
-            row[impl] = {**got[0], "images_per_s": statistics.median(rates),
-                         "all": sorted(rates), "rounds": rates}
-        result["models"][name] = row
-    write(result, Path(args.out))
+        result["models"][name] = tally(runs[name], mflop[name], steps[name])
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
+    write(result, Path(args.out))  # the table, and the JSON again
 
 
 if __name__ == "__main__":
