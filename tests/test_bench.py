@@ -125,46 +125,6 @@ def test_each_rounds_share_and_ratio_are_against_its_own_blocks(tmp_path):
     assert "before = the project's path at abc1234" in text and "400 (400-400), 0.67x" in text
 
 
-def test_a_paths_speed_is_its_fastest_block_and_its_window_is_shown_too():
-    """An interrupted block (3 s where the others take 2) does not move a path's
-    speed; the whole windows' ratios, interruptions included, are kept beside it."""
-    row = {"train_mflop_per_image": 10.0, "steps": 220,
-           "reference": {"blocks": [[2.0, 3.0], [2.2, 2.2]]},
-           "project": {"blocks": [[1.0, 1.5], [1.1, 1.0]]}}
-    bench.derive(row, 110)
-    assert row["reference"]["rounds"] == pytest.approx([5500, 5000])  # 11,000 images / 2 s
-    assert row["reference"]["ratio_rounds"] == pytest.approx([2.0, 2.2])
-    assert row["reference"]["window_ratio_rounds"] == pytest.approx([5 / 2.5, 4.4 / 2.1])
-    assert row["project"]["images_per_s"] == pytest.approx(11000)
-
-
-def test_the_clock_can_time_its_window_in_blocks_taking_turns():
-    """With a block, the window is several blocks; ``pace`` is called after the
-    warm-up and after each block, off the clock (a pause there is not timed)."""
-    import time
-
-    import keras
-    import numpy as np
-
-    calls = []
-
-    def pace(payload):
-        calls.append(payload)
-        time.sleep(0.2)  # another path's turn
-        return "go"
-    x, y = np.zeros((80, 3), "float32"), np.zeros(80, "int64")
-    net = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
-    net.compile("sgd", keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                steps_per_execution=5)
-    clock = timing.Clock(5, 15, block=5, pace=pace)
-    start = time.perf_counter()
-    net.fit(x, y, batch_size=4, epochs=1, verbose=0, callbacks=[clock.callback])
-    took = time.perf_counter() - start
-    assert calls[0] is None and [c["seconds"] for c in calls[1:]] == clock.blocks
-    assert len(clock.blocks) == 3 and clock.seconds() == sum(clock.blocks)
-    assert clock.seconds() < took - 0.8  # the four pauses are outside the window
-
-
 def _run(root, machine, minutes):
     runtime, evaluate = root / "metrics" / "runtime", {}
     runtime.mkdir(parents=True)
