@@ -17,10 +17,12 @@ same steps; by default each model's window holds the same arithmetic
 GRU, 550 of the BiLSTM). The paths of a model run in lock-step
 (bench/lockstep.py): they start and warm up together, then take turns, one
 block of 110 steps each, so that this VM's drifts (5-20% within minutes) slow
-them alike; a path's window is the sum of its blocks. Three rounds, each a fresh
-session of every model, take about 25 minutes; two runs of the bench then agree
-within 3% on their results (``--agreement``, reports/bench-agreement.md;
-timed one path after another, they did not):
+them alike; a path's window is the sum of its blocks, its speed its fastest
+block's (``derive``). Three rounds, each a fresh session of every model, take
+about 30 minutes on the 2-core EPYC. Two runs (``--agreement``,
+reports/bench-agreement.md) put the project's ratio to plain Keras within 2%
+(11% when the paths were timed one after another), its ratio to PyTorch up to
+6.6% apart: each fresh PyTorch process has its own speed, so three are too few.
 
 - reference: the tutorial's architecture from stock Keras layers, plain
   ``model.fit`` on NumPy arrays (one step per call), Adam, stock TensorFlow settings;
