@@ -118,8 +118,8 @@ def times(base: Path, other: Path, refs) -> list[str]:
             row += [_clock(m["wall_time_s"]), f"{m.get('seconds_per_epoch', '-')} s",
                     _clock(m.get("seconds_to_reference_val"))]
         lines.append("| " + " | ".join(row) + " |")
-    lines.append(f"| **all four** | | **{_clock(total[base])}** | | | **{_clock(total[other])}** "
-                 "| | |")
+    lines.append(f"| **all four** | | **{_clock(total[base])}** ({total[base]:.1f} s) | | "
+                 f"| **{_clock(total[other])}** ({total[other]:.1f} s) | | |")
     return lines
 
 

@@ -105,11 +105,6 @@ class Session:
         return {w.name: {**w.result(), "blocks": w.blocks} for w in self.workers}
 
 
-def rate(got: dict, steps: int, batch: int = 100) -> float:
-    """Images/s of a worker over all its blocks: its steps over the sum of its blocks."""
-    return steps * batch / sum(b["seconds"] for b in got["blocks"])
-
-
 def undisturbed(seconds: list[float], block: int, batch: int = 100) -> float:
     """Images/s of a path's fastest block: its speed when nothing interrupted it. On
     a shared VM an interruption (another tenant, a vCPU descheduled) only ever adds

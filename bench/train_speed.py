@@ -61,7 +61,7 @@ from pathlib import Path
 from checkout import ROOT, child_env, command, own_pipeline  # siblings in bench/
 from speed_table import agreement, write  # the reports
 from keras_paths import SPLIT, measure_tf  # what runs in each measuring process
-from lockstep import Session, block_peak, pace, rate, undisturbed, whole  # turns
+from lockstep import Session, block_peak, pace, undisturbed, whole  # turns
 from timing import peak, serve_peak  # the machine's peak
 
 TORCH_VENV = ROOT / ".bench" / "torch"
@@ -263,7 +263,8 @@ def main() -> None:
             got = session(name, impls, steps[name], args, kinds, tpy)
             runs[name].append(got)
             print(f"round {rnd + 1}: {name:7s} " + "  ".join(
-                f"{impl} {rate(got[impl], steps[name]):,.0f}" for impl in impls)
+                f"{impl} {whole([b['seconds'] for b in got[impl]['blocks']], STEPS_PER_CALL):,.0f}"
+                for impl in impls)
                 + " images/s", flush=True)
     for name in names:
         result["models"][name] = tally(runs[name], mflop[name], steps[name])
