@@ -73,11 +73,13 @@ def measure_tf(impl: str, name: str, steps: int, warmup: int, code: Path = ROOT,
         net.fit(x.astype("float32"), y, batch_size=100, epochs=1, verbose=0,
                 callbacks=[clock.callback])
         per_call = 1
-    else:  # project (params.yaml as it is), fused (TensorFlow's ops), fp32 products or glibc
+    else:  # project (params.yaml as it is), fused (TensorFlow's ops), fp32 products,
+        # whole batches (one part) or glibc
         if impl == "glibc":  # glibc's malloc as it comes: train.compiled's setting skipped
             m["heap"].keep_freed_memory = lambda: False
-        if impl in ("fused", "fp32"):
-            changed = {"kernel": "fused"} if impl == "fused" else {"precision": "fp32"}
+        if impl in ("fused", "fp32", "whole"):
+            changed = {"fused": {"kernel": "fused"}, "fp32": {"precision": "fp32"},
+                       "whole": {"batch_parts": 1}}[impl]
             params = dataclasses.replace(
                 params, train=dataclasses.replace(params.train, **changed))
         if hasattr(params.train, "augment"):  # the same images as every other path's

@@ -170,13 +170,14 @@ def write(result: dict, out: Path) -> None:
         lines += ["", "Matmul peaks measured among each model's blocks (GFLOP/s, "
                   + " / ".join({"tensorflow": "TensorFlow fp32", "numpy": "NumPy fp32",
                                 "bf16": "TensorFlow bf16"}[k] for k in kinds)
-                  + ", median of the blocks, per round): "
+                  + ", the fastest block, per round): "
                   + "; ".join(f"{name} " + ", ".join(
                       " / ".join(f"{pk[k]:.0f}" for k in kinds) for pk in r["peak_rounds"])
                       for name, r in result["models"].items()) + "."]
     says = {"before": f"the project's path at {result.get('before')}",
             "fp32": "the project's path with `train.precision: fp32`",
             "fused": "the project's path on pipeline.rnn.fused's TensorFlow ops (no C++ op)",
+            "whole": "the project's path with `train.batch_parts: 1`",
             "glibc": "the project's path without pipeline.rnn.heap",
             "xla": "plain Keras with `jit_compile=True`", "bf16": "plain Keras, `mixed_bfloat16`"}
     variants = [k for k in says if any(k in r for r in result["models"].values())]

@@ -44,7 +44,8 @@ fp32, TensorFlow in bf16 where the project's products are bf16): once at the
 start, and in every session as one more lock-step worker, so that each round's
 share of the peak is against the peak measured among its own blocks, in the
 precision the path's products use. GFLOP/s of every training are 3 x the forward
-pass's multiply-adds x 2 (recurrent and input products and the classifier).
+pass's multiply-adds x 2 (recurrent and input products and the classifier), less
+the gradient of the data, which no path needs.
 Writes ``<out>.md`` and ``<out>.json`` (every block's seconds too). Uses
 data/split when it exists, else random pixels.
 """
@@ -71,13 +72,16 @@ STEPS_PER_CALL = 110  # the stage's (pipeline.rnn.protocol): windows end at a ca
 
 
 def train_flops(m, steps: int = 28, features: int = 28, classes: int = 10) -> float:
-    """Training FLOPs per image: 3 x the forward pass's matrix products (2 per multiply-add)."""
+    """Training FLOPs per image: 3 x the forward pass's matrix products (2 per
+    multiply-add: forward, and two products backward for each), less the one no
+    training needs: the gradient of the data, below each stack's first layer."""
     per_stack = sum(GATES[m.cell] * steps * ((features if i == 0 else m.units) + m.units)
                     * m.units for i in range(m.layers))
     stacks = 2 if m.bidirectional else 1
     head_in = (m.units * (2 if m.merge == "concat" else 1) if m.bidirectional
                else m.units * (m.layers if m.head == "all_states" else 1))
-    return 3 * 2 * (stacks * per_stack + head_in * classes)
+    d_data = GATES[m.cell] * steps * features * m.units
+    return 2 * (3 * (stacks * per_stack + head_in * classes) - stacks * d_data)
 
 
 def steps_for(mflop_per_image: float, gflop: float) -> int:
@@ -186,9 +190,10 @@ def main() -> None:
                     help="also measure the project's path of the checkout DIR (a git worktree "
                          "of another commit, with data/split), as 'before'")
     ap.add_argument("--variants", nargs="*", default=[],
-                    choices=["fp32", "fused", "glibc", "xla", "bf16"],
+                    choices=["fp32", "fused", "whole", "glibc", "xla", "bf16"],
                     help="also measure the project's path with fp32 products, on "
-                         "pipeline.rnn.fused's ops (no C++ op), with glibc's own malloc "
+                         "pipeline.rnn.fused's ops (no C++ op), in whole batches "
+                         "(batch_parts 1), with glibc's own malloc "
                          "settings; the reference with jit_compile (xla), mixed_bfloat16")
     ap.add_argument("--out", default="reports/bench-train")
     ap.add_argument("--agreement", nargs=2, type=Path, metavar=("FIRST", "SECOND"),

@@ -1,11 +1,13 @@
 """pipeline.rnn.native: the C++ op builds once per machine with no warning in our
-sources, for AVX2 CPUs too; a CPU without AVX2 and a missing compiler are clear fallbacks.
+sources, for AVX2 CPUs too; a CPU without AVX2 and a missing compiler are clear fallbacks;
+a first layer's backward skips the gradient of the data and nothing else.
 Where a compiler and TensorFlow's headers are, a failed build fails (tests/native_support.py)."""
 
 import dataclasses
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from pipeline import config
@@ -96,3 +98,43 @@ def test_precision_auto_follows_the_cpu_and_bf16_elsewhere_is_refused(monkeypatc
     assert not kernels.precision("auto", "native")
     with pytest.raises(StageError, match="AVX512_BF16"):
         kernels.precision("bf16", "native")
+
+
+@pytest.mark.parametrize("cell", ["relu", "lstm", "gru"])
+def test_without_input_grad_the_op_skips_d_x_and_changes_no_other_gradient(cell, native_ops):
+    """input_grad=False: d_x comes out zero, every weight's gradient bit for bit the same."""
+    import tensorflow as tf
+
+    gates = {"relu": 1, "lstm": 4, "gru": 3}[cell]
+    rng = np.random.default_rng(3)
+    B, T, F, H = 7, 28, 28, 100
+    n = lambda *s: tf.constant(rng.standard_normal(s).astype("float32") * 0.1)  # noqa: E731
+    x, w, b, u = n(B, T, F), n(F, gates * H), n(gates * H), n(H, gates * H)
+    b_rec = n(gates * H if cell == "gru" else 0)
+    hs, saved = native_ops.fused_rnn_forward(x, w, b, u, b_rec, cell=cell)
+    d_hs = n(B, T, H)
+    full = native_ops.fused_rnn_backward(d_hs, x, w, hs, saved, u, cell=cell)
+    skip = native_ops.fused_rnn_backward(d_hs, x, w, hs, saved, u, cell=cell, input_grad=False)
+    assert np.abs(full[0].numpy()).max() > 0 and not np.any(skip[0].numpy())
+    for got, want in zip(skip[1:], full[1:]):
+        np.testing.assert_array_equal(got.numpy(), want.numpy())
+
+
+def test_only_the_first_layer_of_each_stack_drops_its_input_gradient(native_ops):
+    """The first layers read the data (nothing to train below them); a layer above
+    still passes its gradient down, or the layers below would learn nothing."""
+    import tensorflow as tf
+
+    from pipeline.rnn import model
+
+    for name in ("lstm", "bilstm"):
+        net = model.build(config.load().models[name], kernel="native")
+        rnns = [layer for layer in net.layers if type(layer).__name__ == "FusedRNN"]
+        assert [layer.input_grad for layer in rnns] == [layer.name[-1] != "1" for layer in rnns]
+        x = tf.constant(np.random.default_rng(0).integers(0, 256, (5, 28, 28)), tf.float32)
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            loss = tf.reduce_sum(net(x) ** 2)
+        grads = tape.gradient(loss, [x, *net.trainable_variables])
+        assert grads[0] is None  # the data gets none
+        assert all(g is not None and np.abs(g.numpy()).max() > 0 for g in grads[1:])

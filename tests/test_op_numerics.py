@@ -132,6 +132,9 @@ def _op_results(name: str, batch: str, bf16: bool, weights=None) -> list[np.ndar
 
     ours = model.build(MODELS[name], kernel="native", bf16=bf16, name=name)
     assert all(l.native and l.bf16 == bf16 for l in ours.layers if hasattr(l, "native"))
+    for layer in ours.layers:  # the first layers' d input too: d pixels checks its product
+        if hasattr(layer, "input_grad"):
+            layer.input_grad = True
     ours.set_weights(_stock(name).get_weights() if weights is None else weights)
     x, y = _images()
     return _grads(side_by_side.SideBySide(ours, N_PARTS), x[BATCHES[batch]], y[BATCHES[batch]])

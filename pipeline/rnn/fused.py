@@ -123,16 +123,19 @@ def _gru_core(xp, u, b_rec):  # xp (T, B, 3H) gates z, r, h; reset after the pro
     return out, grad
 
 
-def _native_layer(kind: str, ops, bf16: bool):
+def _native_layer(kind: str, ops, bf16: bool, input_grad: bool = True):
     """The whole layer as one C++ op each way (``pipeline/rnn/native/fused_rnn.cc``),
     batch-major: x (B, T, F) -> hs (B, T, H), the input products included;
-    backward gives every input's gradient."""
+    backward gives every input's gradient, x's only with ``input_grad`` (else None:
+    the op skips that product)."""
     @tf.custom_gradient
     def layer(x, w, b, u, b_rec):
         hs, saved = ops.fused_rnn_forward(x, w, b, u, b_rec, cell=kind, bf16=bf16)
 
         def grad(d_hs):
-            return tuple(ops.fused_rnn_backward(d_hs, x, w, hs, saved, u, cell=kind, bf16=bf16))
+            d_x, *rest = ops.fused_rnn_backward(d_hs, x, w, hs, saved, u, cell=kind, bf16=bf16,
+                                                input_grad=input_grad)
+            return (d_x if input_grad else None, *rest)
 
         return hs, grad
 
@@ -152,18 +155,21 @@ def _stacked_and_weight_grad(d_pre, hs, u):
 class FusedRNN(keras.layers.Layer):
     """One recurrent layer over the whole sequence; returns the final ``h``, or
     ``[sequence, final h]`` with ``return_sequences``. With ``go_backwards`` it
-    reads the sequence from the end and emits outputs in that order, as Keras does."""
+    reads the sequence from the end and emits outputs in that order, as Keras does.
+    ``input_grad=False`` (a first layer: its input is the data, which nothing trains)
+    lets the C++ op skip the gradient of its input; the layer then gives that input none."""
 
     def __init__(self, cell: str, units: int, activation: str = "tanh",
                  return_sequences: bool = False, go_backwards: bool = False,
                  unit_forget_bias: bool = True, native: bool = False, bf16: bool = False,
-                 **kwargs):
+                 input_grad: bool = True, **kwargs):
         super().__init__(**kwargs)
         if cell not in GATES:
             raise ValueError(f"FusedRNN: unknown cell {cell!r}")
         self.cell, self.units, self.activation = cell, units, activation
         self.return_sequences, self.go_backwards = return_sequences, go_backwards
         self.unit_forget_bias, self.native, self.bf16 = unit_forget_bias, native, bf16
+        self.input_grad = input_grad
 
     def build(self, input_shape):
         width = GATES[self.cell] * self.units
@@ -196,7 +202,7 @@ class FusedRNN(keras.layers.Layer):
         if ops is not None:
             kind = self.activation if self.cell == "simple_rnn" else self.cell
             b_rec = tf.convert_to_tensor(self.bias)[1] if self.cell == "gru" else tf.zeros([0])
-            hs = _native_layer(kind, ops, self.bf16)(
+            hs = _native_layer(kind, ops, self.bf16, self.input_grad)(
                 x, tf.convert_to_tensor(self.kernel), tf.convert_to_tensor(b_in), u, b_rec)
             return [hs, hs[:, -1]] if self.return_sequences else hs[:, -1]
         xp = tf.matmul(tf.reshape(x, [-1, feats]), self.kernel) + b_in
@@ -222,4 +228,4 @@ class FusedRNN(keras.layers.Layer):
         return {**super().get_config(), "cell": self.cell, "units": self.units,
                 "activation": self.activation, "return_sequences": self.return_sequences,
                 "go_backwards": self.go_backwards, "unit_forget_bias": self.unit_forget_bias,
-                "native": self.native, "bf16": self.bf16}
+                "native": self.native, "bf16": self.bf16, "input_grad": self.input_grad}

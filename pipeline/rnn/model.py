@@ -70,6 +70,7 @@ def _layer(cfg: ModelConfig, kernel: str, *, sequences: bool, n_parts: int = 1,
 
         return FusedRNN(cfg.cell, cfg.units, cfg.activation, return_sequences=sequences,
                         native=chosen == "native", bf16=bf16 and chosen == "native", **kwargs)
+    kwargs.pop("input_grad", None)  # Keras' layers leave out what no one asks for themselves
     if cfg.cell == "lstm":
         kwargs["unit_forget_bias"] = True  # forget-gate bias starts at 1
     else:
@@ -90,8 +91,9 @@ def _stack(x, cfg: ModelConfig, *, backwards: bool, prefix: str, kernel: str,
     seq = x  # (batch, steps, features)
     for i in range(cfg.layers):
         top = i == cfg.layers - 1
+        # the first layer reads the (rescaled) data, which has no weights: no d input
         kwargs = dict(go_backwards=backwards and i == 0, name=f"{prefix}{i + 1}",
-                      unit_forget_bias=True, n_parts=n_parts, bf16=bf16)
+                      unit_forget_bias=True, n_parts=n_parts, bf16=bf16, input_grad=i > 0)
         if top:
             finals.append(_layer(cfg, kernel, sequences=False, **kwargs)(seq))  # (batch, units)
         else:

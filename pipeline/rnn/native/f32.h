@@ -105,6 +105,78 @@ inline void Multiply(const float* a, size_t lda, int M, const float* w, int K, i
   Columns<false>(a, lda, M, w, K, nb, c, ldc);
 }
 
+// A weights' gradient: C (M x 8 * nb, rows ldc apart) = or += A^T @ B over K rows, for
+// A (K x M, rows lda apart) and B's first nb blocks of 8 columns (rows ldb apart),
+// both read in place (no packing: B's blocks of one row are 8 floats side by side,
+// as a packed W's are). K runs in chunks of 64 rows, C added to after the first, so
+// a chunk of B's panel stays in L1 for every tile of rows. Each element of C sums
+// its products in order 0..K-1 with one fused multiply-add each, whatever the
+// tiling: deterministic. The tiles are those of `Multiply`, with A read down its
+// columns (A^T's row r, element k at a[k * lda + r]).
+template <int MR, int NV, bool Add>
+inline void TileAtB(const float* a, size_t lda, const float* b, size_t ldb, int K, float* c,
+                    size_t ldc) {
+  __m256 acc[MR][NV];
+#pragma GCC unroll 16
+  for (int r = 0; r < MR; ++r)
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v)
+      acc[r][v] = Add ? _mm256_loadu_ps(c + r * ldc + v * kLanes) : _mm256_setzero_ps();
+  for (int k = 0; k < K; ++k) {
+    const float* bk = b + (size_t)k * ldb;
+    const float* ak = a + (size_t)k * lda;
+    __m256 wv[NV];
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) wv[v] = _mm256_loadu_ps(bk + v * kLanes);
+#pragma GCC unroll 16
+    for (int r = 0; r < MR; ++r) {
+      const __m256 av = _mm256_broadcast_ss(ak + r);
+#pragma GCC unroll 4
+      for (int v = 0; v < NV; ++v) acc[r][v] = _mm256_fmadd_ps(av, wv[v], acc[r][v]);
+    }
+  }
+#pragma GCC unroll 16
+  for (int r = 0; r < MR; ++r)
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) _mm256_storeu_ps(c + r * ldc + v * kLanes, acc[r][v]);
+}
+
+template <int MR, int NV, bool Add>
+inline void PanelAtB(const float* a, size_t lda, int M, const float* b, size_t ldb, int K,
+                     float* c, size_t ldc) {
+  int m = 0;
+  for (; m + MR <= M; m += MR) TileAtB<MR, NV, Add>(a + m, lda, b, ldb, K, c + m * ldc, ldc);
+  for (; m + 2 <= M; m += 2) TileAtB<2, NV, Add>(a + m, lda, b, ldb, K, c + m * ldc, ldc);
+  if (m < M) TileAtB<1, NV, Add>(a + m, lda, b, ldb, K, c + m * ldc, ldc);
+}
+
+template <bool Add>
+inline void ColumnsAtB(const float* a, size_t lda, int M, const float* b, size_t ldb, int K,
+                       int nb, float* c, size_t ldc) {
+  int j = 0;
+  for (; j + 3 <= nb; j += 3)
+    PanelAtB<4, 3, Add>(a, lda, M, b + j * kLanes, ldb, K, c + j * kLanes, ldc);
+  if (nb - j == 2) PanelAtB<6, 2, Add>(a, lda, M, b + j * kLanes, ldb, K, c + j * kLanes, ldc);
+  if (nb - j == 1) PanelAtB<12, 1, Add>(a, lda, M, b + j * kLanes, ldb, K, c + j * kLanes, ldc);
+}
+
+inline void MultiplyAtB(const float* a, size_t lda, int K, int M, const float* b, size_t ldb,
+                        int nb, float* c, size_t ldc, bool accumulate) {
+  constexpr int kChunk = 64;
+  if (K <= 0) {  // a sum of nothing
+    if (!accumulate)
+      for (int m = 0; m < M; ++m) std::fill_n(c + (size_t)m * ldc, nb * kLanes, 0.0f);
+    return;
+  }
+  for (int k0 = 0; k0 < K; k0 += kChunk) {
+    const int kn = std::min(kChunk, K - k0);
+    const float* ak = a + (size_t)k0 * lda;
+    const float* bk = b + (size_t)k0 * ldb;
+    if (k0 || accumulate) ColumnsAtB<true>(ak, lda, M, bk, ldb, kn, nb, c, ldc);
+    else ColumnsAtB<false>(ak, lda, M, bk, ldb, kn, nb, c, ldc);
+  }
+}
+
 #endif  // RNN_HAVE_F32_PACKED
 
 }  // namespace rnn::f32

@@ -68,6 +68,7 @@ REGISTER_OP("FusedRnnBackward")
     .Input("u: float")
     .Attr("cell: {'relu', 'tanh', 'lstm', 'gru'}")
     .Attr("bf16: bool = false")
+    .Attr("input_grad: bool = true")
     .Output("d_x: float")
     .Output("d_w: float")
     .Output("d_b: float")
@@ -169,7 +170,12 @@ class FusedRnnForwardOp : public CellOp {
 
 class FusedRnnBackwardOp : public CellOp {
  public:
-  using CellOp::CellOp;
+  // input_grad false: d_x is not wanted (a first layer, whose input is the data),
+  // and comes out zero without its product, a sixth of the layer's backward work
+  // at as many features as units.
+  explicit FusedRnnBackwardOp(OpKernelConstruction* ctx) : CellOp(ctx) {
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("input_grad", &input_grad_));
+  }
 
   void Compute(OpKernelContext* ctx) override {
     int64_t n[checks::kSizes];
@@ -249,11 +255,15 @@ class FusedRnnBackwardOp : public CellOp {
       Eigen::Map<Eigen::RowVectorXf>(db_t->flat<float>().data(), GH) = dz_gru.colwise().sum();
     // The input products' gradients over all steps at once.
     Eigen::Map<Eigen::RowVectorXf>(dbias_t->flat<float>().data(), GH) = dxp.colwise().sum();
-    rnn::Product back_in(w_t.flat<float>().data(), GH, F, /*transposed=*/true, bf16_);  // w^T
-    const int ldf = back_in.padded_n();
-    Mat dx_in(B * T, ldf);
-    back_in.Run(dx, GH, B * T, dx_in.data(), ldf, false);
-    MapM(dxin_t->flat<float>().data(), B * T, F) = dx_in.leftCols(F);
+    if (input_grad_) {
+      rnn::Product back_in(w_t.flat<float>().data(), GH, F, /*transposed=*/true, bf16_);  // w^T
+      const int ldf = back_in.padded_n();
+      Mat dx_in(B * T, ldf);
+      back_in.Run(dx, GH, B * T, dx_in.data(), ldf, false);
+      MapM(dxin_t->flat<float>().data(), B * T, F) = dx_in.leftCols(F);
+    } else {
+      dxin_t->flat<float>().setZero();
+    }
     const int ldw = bf16_ ? ldu : GH;
     Mat dW = Mat::Zero(F, ldw);
     rnn::SumAtB grad_w(bf16_, 1, B * T, F, GH, dW.data(), ldw);
@@ -264,6 +274,8 @@ class FusedRnnBackwardOp : public CellOp {
   }
 
  private:
+  bool input_grad_;
+
   // fp32 dU = sum over b and t >= 1 of h[b, t-1]^T dz[b, t] as one product over all
   // rows: row r of hs pairs with row r + 1 of dz, and the rows that start a sequence
   // (t = 0, which would pair with the sequence before) are zeroed first (their
@@ -271,10 +283,7 @@ class FusedRnnBackwardOp : public CellOp {
   static void RecurrentGradient(const float* hs, float* dz, int B, int T, int H, int GH,
                                 float* du) {
     for (int b = 0; b < B; ++b) std::fill_n(dz + (size_t)b * T * GH, GH, 0.0f);
-    const Eigen::Index rows = (Eigen::Index)B * T - 1;
-    Eigen::Map<const Mat> h(hs, rows, H);
-    Eigen::Map<const Mat> d(dz + GH, rows, GH);
-    MapM(du, H, GH).noalias() = h.transpose() * d;
+    rnn::AtB(hs, H, B * T - 1, H, dz + GH, GH, GH, du, GH, /*accumulate=*/false);
   }
 };
 
