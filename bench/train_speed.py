@@ -20,9 +20,10 @@ block of 110 steps each, so that this VM's drifts (5-20% within minutes) slow
 them alike; a path's window is the sum of its blocks, its speed its fastest
 block's (``derive``). Three rounds, each a fresh session of every model, take
 about 30 minutes on the 2-core EPYC. Two runs (``--agreement``,
-reports/bench-agreement.md) put the project's ratio to plain Keras within 2%
-(11% when the paths were timed one after another), its ratio to PyTorch up to
-6.6% apart: each fresh PyTorch process has its own speed, so three are too few.
+reports/bench-agreement.md) still put a ratio up to 6% apart: each fresh
+process has its own undisturbed speed (plain Keras' or PyTorch's up to 8-15%
+apart between the three rounds of one run), so three processes per path are too
+few for 3%; a longer window does not help, more rounds would.
 
 - reference: the tutorial's architecture from stock Keras layers, plain
   ``model.fit`` on NumPy arrays (one step per call), Adam, stock TensorFlow settings;
