@@ -1,6 +1,6 @@
 """Training throughput: the project's path against plain Keras and PyTorch, in one run.
 
-Usage: python bench/train_speed.py [--gflop 2000 | --steps N] [--warmup 110]
+Usage: python bench/train_speed.py [--gflop 700 | --steps N] [--warmup 110]
                                    [--models rnn lstm ...] [--no-torch] [--against DIR]
                                    [--out reports/bench-train]
        python bench/train_speed.py --agreement FIRST.json SECOND.json --out reports/bench-agreement
@@ -13,17 +13,18 @@ start-up, the conversion of the input and the input pipeline's teardown are
 outside every window. Both numbers are multiples of the stage's 110 steps per
 call, so the project's calls end exactly there. Every path of a model times the
 same steps; by default each model's window holds the same arithmetic
-(``--gflop``, 2,000 GFLOP: 2,310 steps of the RNN, 660 of the LSTM, 770 of the
-GRU, 550 of the BiLSTM). The paths of a model run in lock-step
+(``--gflop``, 700 GFLOP: 880 steps of the RNN, 220 of the LSTM, 330 of the
+GRU, 220 of the BiLSTM). The paths of a model run in lock-step
 (bench/lockstep.py): they start and warm up together, then take turns, one
 block of 110 steps each, so that this VM's drifts (5-20% within minutes) slow
 them alike; a path's window is the sum of its blocks, its speed its fastest
-block's (``derive``). Three rounds, each a fresh session of every model, take
-about 30 minutes on the 2-core EPYC. Two runs (``--agreement``,
-reports/bench-agreement.md) still put a ratio up to 6% apart: each fresh
-process has its own undisturbed speed (plain Keras' or PyTorch's up to 8-15%
-apart between the three rounds of one run), so three processes per path are too
-few for 3%; a longer window does not help, more rounds would.
+block's (``derive``). Each round is a fresh session of every model; the
+default is 7 rounds (about 40 minutes on a 2-core VM). Why many short rounds
+rather than a few long ones: each fresh process has its own undisturbed speed
+(plain Keras' or PyTorch's up to 8-15% apart between processes of one run), so
+a ratio's error falls with the number of processes, not with the window's
+length; with 3 rounds of 2,000 GFLOP two runs put a ratio up to 6% apart
+(reports/bench-agreement-3x2000.md).
 
 - reference: the tutorial's architecture from stock Keras layers, plain
   ``model.fit`` on NumPy arrays (one step per call), Adam, stock TensorFlow settings;
@@ -174,16 +175,16 @@ def derive(row: dict, block: int) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--gflop", type=float, default=2000,
+    ap.add_argument("--gflop", type=float, default=700,
                     help="each model's window holds this much training arithmetic; its "
-                         "steps are the same for every path (default 2000)")
+                         "steps are the same for every path (default 700)")
     ap.add_argument("--steps", type=int,
                     help="timed steps of every model instead (a multiple of the stage's "
                          "110 steps per call)")
     ap.add_argument("--warmup", type=int, default=110,
                     help="steps before the clock starts, the same for every path")
     ap.add_argument("--models", nargs="*")
-    ap.add_argument("--repeats", type=int, default=3,
+    ap.add_argument("--repeats", type=int, default=7,
                     help="rounds; each round is a fresh lock-step session of every path "
                          "of every model; the median is reported")
     ap.add_argument("--no-torch", action="store_true")
