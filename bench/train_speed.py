@@ -24,7 +24,10 @@ rather than a few long ones: each fresh process has its own undisturbed speed
 (plain Keras' or PyTorch's up to 8-15% apart between processes of one run), so
 a ratio's error falls with the number of processes, not with the window's
 length; with 3 rounds of 2,000 GFLOP two runs put a ratio up to 6% apart
-(reports/bench-agreement-3x2000.md).
+(reports/bench-agreement-3x2000.md). What rounds cannot remove is the machine
+changing between runs: on a 2-vCPU Xeon two runs of 7 rounds put the LSTM's
+ratio to plain Keras 7.4% apart, every round of the second run above the
+first's median (reports/bench-agreement.md).
 
 - reference: the tutorial's architecture from stock Keras layers, plain
   ``model.fit`` on NumPy arrays (one step per call), Adam, stock TensorFlow settings;
